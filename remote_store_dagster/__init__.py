@@ -1,0 +1,23 @@
+"""Dagster integration for remote-store's hybrid S3-PyArrow backend."""
+
+from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError
+from remote_store_dagster.resources import (
+    BackendSpec,
+    RemoteStoreResource,
+    RetrySpec,
+    S3PyArrowResource,
+    StoreSpec,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendSpec",
+    "RemoteStoreConfigError",
+    "RemoteStoreIOError",
+    "RemoteStoreResource",
+    "RetrySpec",
+    "S3PyArrowResource",
+    "StoreSpec",
+    "__version__",
+]

