@@ -1,6 +1,7 @@
 """Dagster integration for remote-store's hybrid S3-PyArrow backend."""
 
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError
+from remote_store_dagster.io_manager import RemoteStoreIOManager
 from remote_store_dagster.resources import (
     BackendSpec,
     RemoteStoreResource,
@@ -15,6 +16,7 @@ __all__ = [
     "BackendSpec",
     "RemoteStoreConfigError",
     "RemoteStoreIOError",
+    "RemoteStoreIOManager",
     "RemoteStoreResource",
     "RetrySpec",
     "S3PyArrowResource",

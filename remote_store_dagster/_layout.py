@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import posixpath
 import urllib.parse
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 DATA_STEM = "data"
 RESERVED_PREFIXES = ("_", ".")

@@ -27,18 +27,18 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from remote_store import Store
 
 from remote_store_dagster import _remote_store_adapter as adapter
 from remote_store_dagster._layout import join, staging_path
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pyarrow as pa
     import pyarrow.fs as pafs
+    from remote_store import Store
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def _abort_uploads(s3: Any, bucket: str, key: str, upload_ids: set[str]) -> bool
                 pending.discard(upload_id)
             except FileNotFoundError:
                 pending.discard(upload_id)  # already gone: cannot complete
-            except Exception as exc:  # noqa: BLE001 - retried, then reported
+            except Exception as exc:
                 log.warning("abort of multipart upload for %s failed (attempt %d): %s", key, attempt + 1, exc)
         if not pending:
             return True

