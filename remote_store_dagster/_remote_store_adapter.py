@@ -11,16 +11,17 @@ lands, only this module has to change.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from remote_store import Registry, Store
-
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from datetime import datetime
+
     import pyarrow.fs as pafs
     import s3fs
-
-    from remote_store import Backend
+    from remote_store import Backend, Registry, Store
 
 S3_PYARROW = "s3-pyarrow"
 
@@ -125,3 +126,128 @@ def s3fs_filesystem(store: Store) -> s3fs.S3FileSystem:
     import s3fs as _s3fs
 
     return store.unwrap(_s3fs.S3FileSystem)
+
+
+def delete_quietly(store: Store, paths: list[str]) -> None:
+    """Delete ``paths`` if they exist; on s3-pyarrow in one ``DeleteObjects`` request.
+
+    ``Store.delete(missing_ok=True)`` costs a HEAD plus a DELETE per path on
+    S3; a quiet bulk delete of absent keys is one request and a no-op.
+    """
+    if not paths:
+        return
+    if is_s3_pyarrow(store):
+        root = store_root(store)
+        keys = [f"{root}/{p}" if root else p for p in paths]
+        s3fs_filesystem(store).call_s3(
+            "delete_objects",
+            Bucket=backend_bucket(store),
+            Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
+        )
+        return
+    for path in paths:
+        store.delete(path, missing_ok=True)
+
+
+# --- cleanup sensor control path (s3fs) ------------------------------------------------------
+
+#: S3 accepts at most this many keys in one ``DeleteObjects`` request.
+S3_DELETE_BATCH = 1000
+
+
+def s3_key(store: Store, path: str) -> str:
+    """The bucket key of a store-relative ``path`` (``""`` = the store root)."""
+    root = store_root(store)
+    path = path.strip("/")
+    return f"{root}/{path}" if root and path else (root or path)
+
+
+def s3_list_objects(store: Store, path: str) -> Iterator[tuple[str, int, datetime]]:
+    """(store-relative path, size, last modified) of every object below folder ``path``.
+
+    One flat, paginated ``ListObjectsV2`` over the key prefix: 1 request per
+    1000 keys, however deep the folders are. Folder markers are skipped.
+    """
+    fs = s3fs_filesystem(store)
+    root = store_root(store)
+    base = s3_key(store, path)
+    kwargs: dict[str, Any] = {"Bucket": backend_bucket(store), "Prefix": f"{base}/" if base else ""}
+    strip = len(root) + 1 if root else 0
+    while True:
+        response = fs.call_s3("list_objects_v2", **kwargs)
+        for item in response.get("Contents", []):
+            key = str(item["Key"])
+            if key.endswith("/"):
+                continue
+            yield key[strip:], int(item.get("Size", 0)), item["LastModified"]
+        token = response.get("NextContinuationToken")
+        if not response.get("IsTruncated") or not token:
+            return
+        kwargs["ContinuationToken"] = token
+
+
+def s3_delete_objects(store: Store, paths: Sequence[str]) -> tuple[int, list[str]]:
+    """Delete store-relative ``paths`` with bulk ``DeleteObjects`` (1000 keys per request).
+
+    Returns (number of requests, error messages); absent keys are not errors.
+    """
+    fs = s3fs_filesystem(store)
+    bucket = backend_bucket(store)
+    requests = 0
+    errors: list[str] = []
+    for start in range(0, len(paths), S3_DELETE_BATCH):
+        batch = paths[start : start + S3_DELETE_BATCH]
+        response = fs.call_s3(
+            "delete_objects",
+            Bucket=bucket,
+            Delete={"Objects": [{"Key": s3_key(store, p)} for p in batch], "Quiet": True},
+        )
+        requests += 1
+        for error in response.get("Errors", []) or []:
+            if error.get("Code") != "NoSuchKey":
+                errors.append(f"{error.get('Key')}: {error.get('Code')} {error.get('Message', '')}".strip())
+    if paths:
+        fs.invalidate_cache()
+    return requests, errors
+
+
+def s3_list_multipart_uploads(store: Store, path: str) -> Iterator[tuple[str, str, datetime]]:
+    """(store-relative key, upload id, initiated) of incomplete multipart uploads below ``path``."""
+    fs = s3fs_filesystem(store)
+    root = store_root(store)
+    base = s3_key(store, path)
+    strip = len(root) + 1 if root else 0
+    kwargs: dict[str, Any] = {"Bucket": backend_bucket(store), "Prefix": f"{base}/" if base else ""}
+    while True:
+        response = fs.call_s3("list_multipart_uploads", **kwargs)
+        for upload in response.get("Uploads", []) or []:
+            yield str(upload["Key"])[strip:], str(upload["UploadId"]), upload["Initiated"]
+        if not response.get("IsTruncated"):
+            return
+        kwargs["KeyMarker"] = response.get("NextKeyMarker")
+        kwargs["UploadIdMarker"] = response.get("NextUploadIdMarker")
+
+
+def s3_multipart_upload_size(store: Store, path: str, upload_id: str) -> int:
+    """Bytes held by the uploaded parts of one incomplete multipart upload (0 if it is gone)."""
+    fs = s3fs_filesystem(store)
+    kwargs: dict[str, Any] = {"Bucket": backend_bucket(store), "Key": s3_key(store, path), "UploadId": upload_id}
+    total = 0
+    while True:
+        try:
+            response = fs.call_s3("list_parts", **kwargs)
+        except FileNotFoundError:
+            return total
+        total += sum(int(part.get("Size", 0)) for part in response.get("Parts", []) or [])
+        if not response.get("IsTruncated"):
+            return total
+        kwargs["PartNumberMarker"] = response.get("NextPartNumberMarker")
+
+
+def s3_abort_multipart_upload(store: Store, path: str, upload_id: str) -> None:
+    """Abort one multipart upload; an upload that is already gone is fine."""
+    fs = s3fs_filesystem(store)
+    with contextlib.suppress(FileNotFoundError):
+        fs.call_s3(
+            "abort_multipart_upload", Bucket=backend_bucket(store), Key=s3_key(store, path), UploadId=upload_id
+        )
