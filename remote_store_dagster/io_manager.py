@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,9 +27,7 @@ from remote_store_dagster import _layout as layout
 from remote_store_dagster import _remote_store_adapter as adapter
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError
 from remote_store_dagster._publish import DataPath, data_path_for, open_publish_stream
-
-if TYPE_CHECKING:
-    from remote_store_dagster.resources import RemoteStoreResource
+from remote_store_dagster.resources import RemoteStoreResource
 
 __all__ = ["RemoteStoreIOManager"]
 

@@ -1,0 +1,670 @@
+"""RemoteStoreIOManager round trips on local, s3-pyarrow@moto and s3-pyarrow@SeaweedFS."""
+
+import io
+import pickle
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
+
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    DagsterInstance,
+    DailyPartitionsDefinition,
+    In,
+    MultiPartitionKey,
+    MultiPartitionsDefinition,
+    StaticPartitionsDefinition,
+    asset,
+    instance_for_test,
+    job,
+    materialize,
+    op,
+)
+
+from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
+from remote_store_dagster._publish import data_path_for
+
+TABLE = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "name": ["a", "b", "c"], "score": [0.5, 1.5, 2.5]})
+
+
+@pytest.fixture
+def io_manager(remote_store: RemoteStoreResource) -> RemoteStoreIOManager:
+    return RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix="warehouse")
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with instance_for_test() as inst:
+        yield inst
+
+
+def stored_files(io_manager: RemoteStoreIOManager) -> list[str]:
+    store = io_manager.remote_store.get_store("lake")
+    return sorted(str(f.path) for f in store.list_files("", recursive=True))
+
+
+def failure_text(result: Any) -> str:
+    """The full text (with causes) of the first step failure of a run."""
+    error = result.get_step_failure_events()[0].event_specific_data.error
+    return str(error.to_string())
+
+
+def reader_of(table: pa.Table) -> pa.RecordBatchReader:
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield from table.to_batches(max_chunksize=1)
+
+    return pa.RecordBatchReader.from_batches(table.schema, batches())
+
+
+# Each output kind, and the value every table annotation should load back.
+OUTPUTS: dict[str, Callable[[], Any]] = {
+    "arrow_table": lambda: TABLE,
+    "record_batch": lambda: TABLE.to_batches()[0],
+    "batch_reader": lambda: reader_of(TABLE),
+    "batch_iterator": lambda: iter(TABLE.to_batches(max_chunksize=2)),
+    "pandas": lambda: TABLE.to_pandas(),
+    "polars": lambda: pl.from_arrow(TABLE),
+    "polars_lazy": lambda: pl.from_arrow(TABLE).lazy(),  # type: ignore[union-attr]
+}
+
+
+def _as_arrow(value: Any) -> pa.Table:
+    if isinstance(value, pa.RecordBatchReader):
+        return value.read_all()
+    if isinstance(value, pd.DataFrame):
+        return pa.Table.from_pandas(value, preserve_index=False)
+    if isinstance(value, pl.LazyFrame):
+        return value.collect().to_arrow()
+    if isinstance(value, pl.DataFrame):
+        return value.to_arrow()
+    assert isinstance(value, pa.Table), type(value)
+    return value
+
+
+LOAD_TYPES: list[Any] = [pa.Table, pa.RecordBatchReader, pd.DataFrame, pl.DataFrame, pl.LazyFrame, None]
+
+
+@pytest.mark.parametrize("output_kind", list(OUTPUTS))
+def test_table_outputs_round_trip_to_every_table_annotation(io_manager: RemoteStoreIOManager, output_kind: str) -> None:
+    @asset(name="src")
+    def src() -> Any:
+        return OUTPUTS[output_kind]()
+
+    loaded: dict[str, Any] = {}
+    consumers = []
+    for tp in LOAD_TYPES:
+        label = getattr(tp, "__module__", "none").split(".")[0] + "_" + getattr(tp, "__name__", "any")
+
+        def make(tp: Any, label: str) -> Any:
+            if tp is None:
+
+                @asset(name=f"load_{label}", ins={"src": AssetIn()})
+                def consumer_any(src):  # type: ignore[no-untyped-def]
+                    loaded[label] = src
+
+                return consumer_any
+
+            @asset(name=f"load_{label}", ins={"src": AssetIn()})
+            def consumer(src: tp) -> None:  # type: ignore[valid-type]
+                loaded[label] = src
+
+            return consumer
+
+        consumers.append(make(tp, label))
+
+    result = materialize([src, *consumers], resources={"io_manager": io_manager})
+    assert result.success
+    assert len(loaded) == len(LOAD_TYPES)
+    for label, value in loaded.items():
+        got = _as_arrow(value)
+        assert got.select(["id", "name", "score"]).to_pylist() == TABLE.to_pylist(), label
+    assert loaded["none_any"].__class__ is pa.Table
+    assert stored_files(io_manager) == ["warehouse/src/data.parquet"]
+
+
+def test_bytes_and_binary_files_are_stored_raw_and_read_in_chunks(io_manager: RemoteStoreIOManager) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB, not a table
+
+    @asset
+    def report() -> bytes:
+        return payload
+
+    @asset
+    def report_file():  # type: ignore[no-untyped-def]
+        return io.BytesIO(payload)
+
+    seen: dict[str, Any] = {}
+
+    @asset
+    def chunked(report: BinaryIO, report_file: bytes) -> None:
+        chunks = []
+        while chunk := report.read(65536):
+            chunks.append(chunk)
+        report.close()
+        seen["chunks"] = len(chunks)
+        seen["joined"] = b"".join(chunks)
+        seen["file"] = report_file
+
+    @asset
+    def untyped(report):  # type: ignore[no-untyped-def]
+        seen["untyped"] = report
+
+    assert materialize([report, report_file, chunked, untyped], resources={"io_manager": io_manager}).success
+    assert seen["joined"] == payload and seen["chunks"] == 16
+    assert seen["file"] == payload and seen["untyped"] == payload
+    assert "warehouse/report/data.bin" in stored_files(io_manager)
+    raw = io_manager.remote_store.get_store("lake").read_bytes("warehouse/report/data.bin")
+    assert raw == payload
+
+
+def test_other_objects_are_pickled_and_pickling_can_be_switched_off(remote_store: RemoteStoreResource) -> None:
+    value = {"model": [1, 2, 3], "params": {"alpha": 0.1}}
+
+    @asset
+    def model() -> dict[str, Any]:
+        return value
+
+    got: dict[str, Any] = {}
+
+    @asset
+    def use_model(model: dict[str, Any]) -> None:
+        got["model"] = model
+
+    io_manager = RemoteStoreIOManager(remote_store=remote_store, store="lake")
+    assert materialize([model, use_model], resources={"io_manager": io_manager}).success
+    assert got["model"] == value
+    stored = remote_store.get_store("lake").read_bytes("model/data.pickle")
+    assert pickle.loads(stored) == value
+
+    strict = RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix="strict", allow_pickle=False)
+    result = materialize([model], resources={"io_manager": strict}, raise_on_error=False)
+    assert not result.success
+    message = failure_text(result)
+    assert "asset model" in message and "allow_pickle=False" in message
+    assert not remote_store.get_store("lake").exists("strict/model/data.pickle")
+
+
+def test_none_output_stores_nothing(io_manager: RemoteStoreIOManager) -> None:
+    @asset
+    def side_effect() -> None:
+        return None
+
+    assert materialize([side_effect], resources={"io_manager": io_manager}).success
+    assert stored_files(io_manager) == []
+
+
+def test_output_metadata(io_manager: RemoteStoreIOManager) -> None:
+    @asset
+    def table() -> pa.Table:
+        return TABLE
+
+    result = materialize([table], resources={"io_manager": io_manager})
+    metadata = result.asset_materializations_for_node("table")[0].metadata
+    uri = metadata["dagster/uri"].value
+    assert isinstance(uri, str) and uri.endswith("/warehouse/table/data.parquet")
+    assert uri.split("://")[0] in ("s3", "file")
+    assert metadata["dagster/row_count"].value == 3
+    schema = metadata["dagster/column_schema"].value
+    assert [(c.name, c.type) for c in schema.columns] == [("id", "int64"), ("name", "string"), ("score", "double")]
+    store = io_manager.remote_store.get_store("lake")
+    assert metadata["stored_bytes"].value == store.get_file_info("warehouse/table/data.parquet").size
+    assert metadata["remote_store/path"].value == "warehouse/table/data.parquet"
+
+
+def test_rewrite_in_another_format_removes_the_stale_file(io_manager: RemoteStoreIOManager) -> None:
+    @asset(name="shape_shifter")
+    def as_table() -> pa.Table:
+        return TABLE
+
+    @asset(name="shape_shifter")
+    def as_bytes() -> bytes:
+        return b"now raw"
+
+    assert materialize([as_table], resources={"io_manager": io_manager}).success
+    assert materialize([as_bytes], resources={"io_manager": io_manager}).success
+    assert stored_files(io_manager) == ["warehouse/shape_shifter/data.bin"]
+
+
+# ----------------------------------------------------------------------------- projection
+
+
+class _CountingFile:
+    """A Python file over a PyArrow file that counts the bytes actually read."""
+
+    def __init__(self, inner: Any, counter: list[int]) -> None:
+        self._inner = inner
+        self._counter = counter
+        self.closed = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._inner.read() if n is None or n < 0 else self._inner.read(n)
+        self._counter[0] += len(data)
+        return bytes(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self._inner.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._inner.tell())
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._inner.close()
+        self.closed = True
+
+
+def test_column_projection_fetches_fewer_bytes(
+    io_manager: RemoteStoreIOManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    wide = pa.table({f"c{i}": rng.random(200_000) for i in range(4)})
+
+    @asset
+    def wide_table() -> pa.Table:
+        return wide
+
+    assert materialize([wide_table], resources={"io_manager": io_manager}).success
+
+    counter = [0]
+    real = data_path_for(io_manager.remote_store.get_store("lake"))
+
+    class Counting(pa.fs.FileSystemHandler):  # type: ignore[misc]
+        def __eq__(self, other: object) -> bool:
+            return self is other
+
+        def __ne__(self, other: object) -> bool:
+            return self is not other
+
+        def get_type_name(self) -> str:
+            return "counting"
+
+        def normalize_path(self, path: str) -> str:
+            return path
+
+        def get_file_info(self, paths: list[str]) -> Any:
+            return real.filesystem.get_file_info(paths)
+
+        def get_file_info_selector(self, selector: Any) -> Any:
+            return real.filesystem.get_file_info(selector)
+
+        def open_input_file(self, path: str) -> Any:
+            return pa.PythonFile(_CountingFile(real.filesystem.open_input_file(path), counter), mode="r")
+
+        def open_input_stream(self, path: str) -> Any:
+            return self.open_input_file(path)
+
+        def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError("read-only counting filesystem")
+
+        copy_file = create_dir = delete_dir = delete_dir_contents = delete_file = _read_only
+        delete_root_dir_contents = move = open_append_stream = open_output_stream = _read_only
+
+    counting = type(real)(real.store, pa.fs.PyFileSystem(Counting()), real.kind)
+    monkeypatch.setattr("remote_store_dagster.io_manager.data_path_for", lambda store: counting)
+
+    got: dict[str, pa.Table] = {}
+
+    @asset(ins={"wide_table": AssetIn(metadata={"columns": ["c1"]})})
+    def one_column(wide_table: pa.Table) -> None:
+        got["one"] = wide_table
+
+    @asset(ins={"wide_table": AssetIn()}, name="all_columns")
+    def all_columns(wide_table: pa.Table) -> None:
+        got["all"] = wide_table
+
+    reads = {}
+    for consumer in (one_column, all_columns):
+        counter[0] = 0
+        assert materialize([wide_table, consumer], resources={"io_manager": io_manager}, selection=[consumer]).success
+        reads[consumer.key.path[0]] = counter[0]
+    assert got["one"].column_names == ["c1"]
+    assert got["one"]["c1"].equals(wide["c1"])
+    assert got["all"].equals(wide)
+    # One of four equally sized columns: well under half the bytes of a full read.
+    assert reads["one_column"] < reads["all_columns"] * 0.4, reads
+
+
+# ----------------------------------------------------------------------------- partitions
+
+HOSTILE_KEYS = ["2024/01", "a=b", "100%", "..", "../../escape", "with space", "grüße-日本", "_under", ".hidden"]
+
+
+def test_hostile_partition_keys_round_trip_and_stay_inside_the_asset_folder(
+    io_manager: RemoteStoreIOManager,
+) -> None:
+    parts = StaticPartitionsDefinition(HOSTILE_KEYS)
+
+    @asset(partitions_def=parts)
+    def hostile(context: AssetExecutionContext) -> pa.Table:
+        return pa.table({"key": [context.partition_key]})
+
+    for key in HOSTILE_KEYS:
+        assert materialize([hostile], resources={"io_manager": io_manager}, partition_key=key).success
+
+    files = stored_files(io_manager)
+    assert len(files) == len(HOSTILE_KEYS)
+    for path in files:
+        segments = path.split("/")
+        assert segments[:2] == ["warehouse", "hostile"] and len(segments) == 4, path
+        assert segments[2].startswith("partition=") and segments[3] == "data.parquet"
+        assert ".." not in segments
+
+    got: dict[str, Any] = {}
+
+    @asset(ins={"hostile": AssetIn()})
+    def all_hostile(hostile: dict[str, pa.Table]) -> None:
+        got.update(hostile)
+
+    assert materialize([hostile, all_hostile], resources={"io_manager": io_manager}, selection=[all_hostile]).success
+    assert {k: v["key"][0].as_py() for k, v in got.items()} == {k: k for k in HOSTILE_KEYS}
+
+
+def _dataset_folder(io_manager: RemoteStoreIOManager, asset_name: str) -> tuple[Any, str]:
+    dp = data_path_for(io_manager.remote_store.get_store("lake"))
+    return dp.filesystem, dp.native(f"warehouse/{asset_name}")
+
+
+def test_hive_layout_reads_as_one_dataset_with_pyarrow_and_duckdb(io_manager: RemoteStoreIOManager) -> None:
+    import duckdb
+    import pyarrow.dataset as ds
+
+    colors = StaticPartitionsDefinition(["red", "blue green"])
+    days = DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-03")
+    multi = MultiPartitionsDefinition({"color": colors, "date": days})
+
+    @asset(partitions_def=multi)
+    def sales(context: AssetExecutionContext) -> pa.Table:
+        key = context.partition_key.keys_by_dimension
+        return pa.table({"amount": [len(key["color"]), 100], "day_seen": [key["date"]] * 2})
+
+    keys = [
+        MultiPartitionKey({"color": c, "date": d}) for c in ("red", "blue green") for d in ("2024-01-01", "2024-01-02")
+    ]
+    for key in keys:
+        assert materialize([sales], resources={"io_manager": io_manager}, partition_key=key).success
+
+    fs, folder = _dataset_folder(io_manager, "sales")
+    dataset = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
+    table = dataset.to_table()
+    assert table.num_rows == 8
+    assert set(table.column_names) == {"amount", "day_seen", "color", "date"}
+    rows = {(r["color"], r["date"], r["day_seen"]) for r in table.to_pylist()}
+    assert rows == {(c, d, d) for c in ("red", "blue green") for d in ("2024-01-01", "2024-01-02")}
+
+    # DuckDB reads the same folder through Arrow, partition columns included.
+    con = duckdb.connect()
+    con.register("sales", dataset)
+    summary = con.execute(
+        "select color, count(*) as n, sum(amount) as s from sales group by color order by color"
+    ).fetchall()
+    assert summary == [("blue green", 4, 2 * (10 + 100)), ("red", 4, 2 * (3 + 100))]
+
+    if io_manager.remote_store.backends["main"].type == "local":
+        # DuckDB's own Hive reader on the files themselves (local paths).
+        direct = con.execute(
+            f"select color, count(*) from read_parquet('{folder}/*/*/data.parquet', hive_partitioning=true) "
+            "group by color order by color"
+        ).fetchall()
+        assert direct == [("blue green", 4), ("red", 4)]
+
+
+def test_time_window_and_dynamic_partitions(io_manager: RemoteStoreIOManager, instance: DagsterInstance) -> None:
+    from dagster import DynamicPartitionsDefinition
+
+    daily = DailyPartitionsDefinition(start_date="2024-03-01", end_date="2024-03-05")
+    customers = DynamicPartitionsDefinition(name="customers")
+    instance.add_dynamic_partitions("customers", ["acme", "umbrella corp"])
+
+    @asset(partitions_def=daily, metadata={"partition_column": "day"})
+    def events(context: AssetExecutionContext) -> pd.DataFrame:
+        return pd.DataFrame({"n": [int(context.partition_key[-2:])]})
+
+    @asset(partitions_def=customers)
+    def invoices(context: AssetExecutionContext) -> pl.DataFrame:
+        return pl.DataFrame({"customer": [context.partition_key]})
+
+    for day in ("2024-03-01", "2024-03-02"):
+        assert materialize([events], resources={"io_manager": io_manager}, partition_key=day, instance=instance).success
+    for name in ("acme", "umbrella corp"):
+        assert materialize(
+            [invoices], resources={"io_manager": io_manager}, partition_key=name, instance=instance
+        ).success
+
+    files = stored_files(io_manager)
+    assert "warehouse/events/day=2024-03-01/data.parquet" in files
+    assert "warehouse/invoices/partition=umbrella%20corp/data.parquet" in files
+
+    got: dict[str, Any] = {}
+
+    @asset(partitions_def=daily)
+    def events_copy(events: pd.DataFrame) -> None:
+        got["events"] = events
+
+    assert materialize(
+        [events, events_copy],
+        resources={"io_manager": io_manager},
+        partition_key="2024-03-02",
+        selection=[events_copy],
+        instance=instance,
+    ).success
+    assert got["events"]["n"].tolist() == [2]
+
+
+def test_several_upstream_partitions_as_dict_concatenated_and_streamed(io_manager: RemoteStoreIOManager) -> None:
+    parts = StaticPartitionsDefinition(["p1", "p2", "p3"])
+
+    @asset(partitions_def=parts)
+    def chunk(context: AssetExecutionContext) -> pa.Table:
+        n = int(context.partition_key[1])
+        return pa.table({"v": list(range(n))})
+
+    for key in ("p1", "p2", "p3"):
+        assert materialize([chunk], resources={"io_manager": io_manager}, partition_key=key).success
+
+    got: dict[str, Any] = {}
+
+    @asset
+    def as_dict(chunk: dict[str, pa.Table]) -> None:
+        got["dict"] = chunk
+
+    @asset(ins={"chunk": AssetIn()})
+    def as_table(chunk: pa.Table) -> None:
+        got["table"] = chunk
+
+    @asset(ins={"chunk": AssetIn()})
+    def as_polars(chunk: pl.DataFrame) -> None:
+        got["polars"] = chunk
+
+    @asset(ins={"chunk": AssetIn()})
+    def as_stream(chunk: pa.RecordBatchReader) -> None:
+        got["stream"] = chunk.read_all()
+
+    consumers = [as_dict, as_table, as_polars, as_stream]
+    assert materialize([chunk, *consumers], resources={"io_manager": io_manager}, selection=consumers).success
+    assert {k: v.num_rows for k, v in got["dict"].items()} == {"p1": 1, "p2": 2, "p3": 3}
+    assert sorted(got["table"]["v"].to_pylist()) == [0, 0, 0, 1, 1, 2]
+    assert got["polars"].height == 6
+    assert got["stream"].num_rows == 6
+
+
+def test_missing_partitions_error_or_are_skipped_when_allowed(io_manager: RemoteStoreIOManager) -> None:
+    parts = StaticPartitionsDefinition(["have", "lost"])
+
+    @asset(partitions_def=parts)
+    def sparse(context: AssetExecutionContext) -> pa.Table:
+        return pa.table({"k": [context.partition_key]})
+
+    assert materialize([sparse], resources={"io_manager": io_manager}, partition_key="have").success
+    got: dict[str, Any] = {}
+
+    @asset(ins={"sparse": AssetIn()})
+    def strict(sparse: dict[str, pa.Table]) -> None:
+        got["strict"] = sparse
+
+    @asset(ins={"sparse": AssetIn(metadata={"allow_missing_partitions": True})})
+    def lenient(sparse: dict[str, pa.Table]) -> None:
+        got["lenient"] = sparse
+
+    result = materialize(
+        [sparse, strict], resources={"io_manager": io_manager}, selection=[strict], raise_on_error=False
+    )
+    assert not result.success
+    message = failure_text(result)
+    assert "asset sparse partition 'lost'" in message and "no stored data" in message
+
+    assert materialize([sparse, lenient], resources={"io_manager": io_manager}, selection=[lenient]).success
+    assert list(got["lenient"]) == ["have"]
+
+
+def test_schema_mismatch_between_partitions_names_both(io_manager: RemoteStoreIOManager) -> None:
+    parts = StaticPartitionsDefinition(["ints", "strs"])
+
+    @asset(partitions_def=parts)
+    def drifting(context: AssetExecutionContext) -> pa.Table:
+        return pa.table({"v": [1]}) if context.partition_key == "ints" else pa.table({"v": ["one"]})
+
+    for key in ("ints", "strs"):
+        assert materialize([drifting], resources={"io_manager": io_manager}, partition_key=key).success
+
+    @asset(ins={"drifting": AssetIn()})
+    def combined(drifting: pa.Table) -> None:
+        pass
+
+    result = materialize(
+        [drifting, combined], resources={"io_manager": io_manager}, selection=[combined], raise_on_error=False
+    )
+    message = failure_text(result)
+    assert "asset drifting" in message and "'strs'" in message and "'ints'" in message
+
+
+def test_annotation_the_stored_format_cannot_satisfy(io_manager: RemoteStoreIOManager) -> None:
+    @asset
+    def blob() -> bytes:
+        return b"not a table"
+
+    @asset
+    def wants_table(blob: pa.Table) -> None:
+        pass
+
+    result = materialize([blob, wants_table], resources={"io_manager": io_manager}, raise_on_error=False)
+    message = failure_text(result)
+    assert "asset blob" in message and "stored as raw" in message and "Table" in message
+
+
+def test_single_run_backfill_writes_each_partition(io_manager: RemoteStoreIOManager) -> None:
+    from dagster import BackfillPolicy, PartitionKeyRange
+
+    daily = DailyPartitionsDefinition(start_date="2024-05-01", end_date="2024-05-10")
+
+    @asset(partitions_def=daily, backfill_policy=BackfillPolicy.single_run())
+    def readings(context: AssetExecutionContext) -> pa.Table:
+        keys = context.partition_keys
+        return pa.table({"partition": [k for k in keys for _ in range(2)], "value": list(range(2 * len(keys)))})
+
+    @asset(partitions_def=daily, backfill_policy=BackfillPolicy.single_run(), name="as_dict")
+    def as_dict(context: AssetExecutionContext) -> dict[str, bytes]:
+        return {k: k.encode() for k in context.partition_keys}
+
+    key_range = PartitionKeyRange("2024-05-01", "2024-05-04")
+    for assets_def in (readings, as_dict):
+        result = materialize(
+            [assets_def],
+            resources={"io_manager": io_manager},
+            tags={
+                "dagster/asset_partition_range_start": key_range.start,
+                "dagster/asset_partition_range_end": key_range.end,
+            },
+        )
+        assert result.success
+
+    store = io_manager.remote_store.get_store("lake")
+    days = ["2024-05-01", "2024-05-02", "2024-05-03", "2024-05-04"]
+    for i, day in enumerate(days):
+        table = pq.read_table(io.BytesIO(store.read_bytes(f"warehouse/readings/partition={day}/data.parquet")))
+        assert table.column_names == ["value"]  # the partition column lives in the folder name
+        assert table["value"].to_pylist() == [2 * i, 2 * i + 1]
+        assert store.read_bytes(f"warehouse/as_dict/partition={day}/data.bin") == day.encode()
+    assert not store.exists("warehouse/readings/partition=2024-05-05/data.parquet")
+
+
+def test_op_outputs_use_run_scoped_paths(io_manager: RemoteStoreIOManager, instance: DagsterInstance) -> None:
+    @op
+    def produce() -> pa.Table:
+        return TABLE
+
+    @op(ins={"table": In(pa.Table)})
+    def consume(table: pa.Table) -> bytes:
+        return str(table.num_rows).encode()
+
+    @job(resource_defs={"io_manager": io_manager})
+    def pipeline() -> None:
+        consume(produce())
+
+    result = pipeline.execute_in_process(instance=instance)
+    assert result.success
+    run_id = result.run_id
+    assert stored_files(io_manager) == [
+        f"warehouse/_runs/{run_id}/consume/result/data.bin",
+        f"warehouse/_runs/{run_id}/produce/result/data.parquet",
+    ]
+
+
+def test_bad_prefix_and_unknown_store_fail_clearly(remote_store: RemoteStoreResource) -> None:
+    @asset
+    def thing() -> bytes:
+        return b"x"
+
+    bad_prefix = RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix="ok/../escape")
+    result = materialize([thing], resources={"io_manager": bad_prefix}, raise_on_error=False)
+    assert not result.success
+
+    unknown = RemoteStoreIOManager(remote_store=remote_store, store="nope")
+    result = materialize([thing], resources={"io_manager": unknown}, raise_on_error=False)
+    assert not result.success
+    message = failure_text(result)
+    assert "store 'nope' is not defined" in message
+
+
+def test_asset_key_components_are_encoded(io_manager: RemoteStoreIOManager) -> None:
+    @asset(key=AssetKey(["team", "_private"]))
+    def private() -> bytes:
+        return b"p"
+
+    assert materialize([private], resources={"io_manager": io_manager}).success
+    assert stored_files(io_manager) == ["warehouse/team/%5Fprivate/data.bin"]
+
+
+def test_unsupported_output_error_names_the_asset_and_partition(io_manager: RemoteStoreIOManager) -> None:
+    parts = StaticPartitionsDefinition(["k1"])
+    strict = RemoteStoreIOManager(remote_store=io_manager.remote_store, store="lake", allow_pickle=False)
+
+    @asset(partitions_def=parts)
+    def weird() -> object:
+        return object()
+
+    result = materialize([weird], resources={"io_manager": strict}, partition_key="k1", raise_on_error=False)
+    message = failure_text(result)
+    assert "asset weird partition 'k1'" in message and "builtins.object" in message
+
+
+def test_stream_with_no_batches_fails_clearly(io_manager: RemoteStoreIOManager) -> None:
+    @asset
+    def empty_stream() -> Any:
+        return iter([])
+
+    result = materialize([empty_stream], resources={"io_manager": io_manager}, raise_on_error=False)
+    message = failure_text(result)
+    assert "asset empty_stream" in message and "no record batches" in message
