@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from dagster import Config, ConfigurableResource, InitResourceContext
+from dagster import Config, ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field, PrivateAttr
-from remote_store import BackendConfig, Registry, RegistryConfig, RetryPolicy, Store, StoreProfile, resolve_env
+from remote_store import (
+    BackendConfig,
+    Registry,
+    RegistryConfig,
+    RetryPolicy,
+    Store,
+    StoreProfile,
+    resolve_env,
+)
 
 from remote_store_dagster import _remote_store_adapter as adapter
 from remote_store_dagster._errors import RemoteStoreConfigError
@@ -55,35 +64,66 @@ class StoreSpec(Config):
 
 
 def _masked(options: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: ("***" if k.lower() in SENSITIVE_OPTIONS and v else v) for k, v in options.items()}
+    """Options with credential values replaced by ``***``, at any nesting depth.
+
+    ``${VAR}`` placeholders are shown as written: they name a variable, not a value.
+    """
+
+    def mask(key: str, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: mask(str(k), v) for k, v in value.items()}
+        if key.lower() in SENSITIVE_OPTIONS and value and not _is_placeholder(value):
+            return "***"
+        return value
+
+    return {k: mask(str(k), v) for k, v in options.items()}
+
+
+def _is_placeholder(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("${") and value.endswith("}") and "${" not in value[2:]
+
+
+def _env_value(value: Any) -> Any:
+    """A Dagster ``EnvVar`` left unresolved (resource used outside a run) -> its value."""
+    if isinstance(value, EnvVar):
+        return value.get_value()
+    return value
 
 
 def _resolve_options(field: str, options: Mapping[str, Any]) -> dict[str, Any]:
     resolved: dict[str, Any] = {}
     for name, value in options.items():
         try:
-            resolved[name] = resolve_env({name: value})[name]
+            resolved[name] = resolve_env({name: _env_value(value)})[name]
         except KeyError as exc:
             var = str(exc.args[0]).split("'")[1] if "'" in str(exc.args[0]) else str(exc.args[0])
             raise RemoteStoreConfigError(
-                f"{field}.{name}: environment variable {var!r} is not set (use ${{{var}:-default}} for a fallback)"
+                f"{field}.{name}: environment variable {var!r} is not set "
+                f"(use ${{{var}:-default}} for a fallback)"
             ) from None
     return resolved
 
 
-def _validate_options(field: str, backend_type: str, options: Mapping[str, Any]) -> None:
+def _validate_options(
+    field: str, backend_type: str, options: Mapping[str, Any], *, has_retry: bool = False
+) -> None:
     backend_cls = adapter.registered_backend_class(backend_type)
     if backend_cls is None:
         raise RemoteStoreConfigError(
             f"{field}.type: unknown backend type {backend_type!r}; "
             f"registered types: {', '.join(adapter.registered_backend_types())}"
         )
+    if has_retry and "retry" not in inspect.signature(backend_cls.__init__).parameters:
+        raise RemoteStoreConfigError(
+            f"{field}.retry: backend type {backend_type!r} does not take a retry policy; remove `retry`"
+        )
     accepted, required = adapter.accepted_options(backend_cls)
     unknown = sorted(set(options) - accepted)
     if unknown:
+        also = f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
         raise RemoteStoreConfigError(
-            f"{field}.options: unknown option(s) {', '.join(map(repr, unknown))} for backend type "
-            f"{backend_type!r}; accepted: {', '.join(sorted(accepted))}"
+            f"{field}.options.{unknown[0]}: unknown option for backend type {backend_type!r}{also}; "
+            f"accepted: {', '.join(sorted(accepted))}"
         )
     missing = sorted(required - set(options))
     if missing:
@@ -109,18 +149,20 @@ def build_registry(
     backend_configs: dict[str, BackendConfig] = {}
     for name, spec in backends.items():
         field = f"backends.{name}"
+        backend_type = _env_value(spec.type)
         options = _resolve_options(f"{field}.options", spec.options)
-        _validate_options(field, spec.type, options)
+        _validate_options(field, backend_type, options, has_retry=spec.retry is not None)
         retry = RetryPolicy(**spec.retry.model_dump()) if spec.retry else None
-        backend_configs[name] = BackendConfig(type=spec.type, options=options, retry=retry)
+        backend_configs[name] = BackendConfig(type=backend_type, options=options, retry=retry)
     profiles: dict[str, StoreProfile] = {}
     for name, store_spec in stores.items():
-        if store_spec.backend not in backend_configs:
+        backend_name = _env_value(store_spec.backend)
+        if backend_name not in backend_configs:
             raise RemoteStoreConfigError(
-                f"stores.{name}.backend: names backend {store_spec.backend!r}, which is not defined; "
+                f"stores.{name}.backend: names backend {backend_name!r}, which is not defined; "
                 f"defined backends: {', '.join(sorted(backend_configs)) or '(none)'}"
             )
-        profiles[name] = StoreProfile(backend=store_spec.backend, root_path=store_spec.root_path)
+        profiles[name] = StoreProfile(backend=backend_name, root_path=_env_value(store_spec.root_path) or "")
     registry = Registry(RegistryConfig(backends=backend_configs, stores=profiles))
     try:
         for name in backend_configs:
@@ -137,10 +179,23 @@ def build_registry(
     return registry
 
 
-def _coerce_specs(value: Any, spec_cls: type[Config]) -> Any:
-    if isinstance(value, Mapping):
-        return {k: spec_cls(**v) if isinstance(v, Mapping) else v for k, v in value.items()}
-    return value
+def _coerce_specs(field: str, value: Any, spec_cls: type[Config]) -> Any:
+    if not isinstance(value, Mapping):
+        return value
+    specs: dict[str, Any] = {}
+    for name, spec in value.items():
+        if isinstance(spec, Mapping):
+            # pydantic would silently drop a misspelt key ("option"); refuse it, naming
+            # the key but never echoing its value (it may hold credentials).
+            unknown = sorted(set(spec) - set(spec_cls.model_fields))
+            if unknown:
+                accepted = ", ".join(spec_cls.model_fields)
+                raise RemoteStoreConfigError(
+                    f"{field}.{name}.{unknown[0]}: unknown field; accepted: {accepted}"
+                )
+            spec = spec_cls(**spec)
+        specs[name] = spec
+    return specs
 
 
 class RemoteStoreResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -163,8 +218,8 @@ class RemoteStoreResource(ConfigurableResource):  # type: ignore[type-arg]
     _registry: Registry | None = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
-        data["backends"] = _coerce_specs(data.get("backends", {}), BackendSpec)
-        data["stores"] = _coerce_specs(data.get("stores", {}), StoreSpec)
+        data["backends"] = _coerce_specs("backends", data.get("backends", {}), BackendSpec)
+        data["stores"] = _coerce_specs("stores", data.get("stores", {}), StoreSpec)
         super().__init__(**data)
 
     def __repr__(self) -> str:
@@ -243,24 +298,34 @@ class S3PyArrowResource(ConfigurableResource):  # type: ignore[type-arg]
     __str__ = __repr__
 
     def _backend_spec(self) -> BackendSpec:
-        options: dict[str, Any] = {"bucket": self.bucket}
+        options: dict[str, Any] = {"bucket": _env_value(self.bucket) or ""}
         for name in ("key", "secret", "endpoint_url", "region_name"):
-            value = getattr(self, name)
+            value = _env_value(getattr(self, name))
             if value:
                 options[name] = value
         client_options = dict(self.client_options)
-        if self.session_token:
-            client_options["token"] = self.session_token
+        session_token = _env_value(self.session_token)
+        if session_token:
+            client_options["token"] = session_token
         if client_options:
             options["client_options"] = client_options
         return BackendSpec(type=adapter.S3_PYARROW, options=options)
 
     def _build(self) -> Registry:
-        return build_registry(
-            {"s3": self._backend_spec()},
-            {"store": StoreSpec(backend="s3", root_path=self.root_path)},
-            session_tokens={"s3": self.session_token},
-        )
+        try:
+            return build_registry(
+                {"s3": self._backend_spec()},
+                {"store": StoreSpec(backend="s3", root_path=_env_value(self.root_path) or "")},
+                session_tokens={"s3": _env_value(self.session_token)},
+            )
+        except RemoteStoreConfigError as exc:
+            # Name this resource's own fields, not the internal one-backend registry's.
+            message = str(exc)
+            for internal in ("backends.s3.options.", "backends.s3."):
+                if message.startswith(internal):
+                    message = "S3PyArrowResource." + message[len(internal) :]
+                    break
+            raise RemoteStoreConfigError(message) from None
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._registry = self._build()
@@ -271,9 +336,16 @@ class S3PyArrowResource(ConfigurableResource):  # type: ignore[type-arg]
             self._registry = None
 
     def get_store(self) -> Store:
+        """The store (built on first use outside a Dagster run)."""
         if self._registry is None:
             self._registry = self._build()
         return self._registry.get_store("store")
+
+    def close(self) -> None:
+        """Close the backend if one was built outside Dagster's lifecycle."""
+        if self._registry is not None:
+            self._registry.close()
+            self._registry = None
 
     def pyarrow_filesystem(self) -> pafs.S3FileSystem:
         """The PyArrow filesystem of the data path (paths are ``bucket/key``)."""
