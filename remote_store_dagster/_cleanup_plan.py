@@ -1,0 +1,258 @@
+"""What the cleanup sensor may delete: pure functions over a listing (no I/O).
+
+Every object below ``<prefix>/`` is placed in the layout of ``_layout``:
+
+* ``_staging/...`` (and any other top-level reserved name) is bookkeeping;
+* otherwise the leading folders that are neither Hive partition segments
+  (``dim=key``, the only segments that contain a literal ``=``, since
+  ``encode_segment`` escapes it) nor reserved names form the **asset key**;
+  the ``dim=key`` folders after them form the **partition**.
+
+An asset folder *owns* its files, its partition folders and its reserved
+sub-folders, never the folder of another asset nested below it (asset
+``["a"]`` never owns ``a/b/...``, which belongs to asset ``["a", "b"]``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from remote_store_dagster._layout import (
+    FORMAT_EXTENSIONS,
+    STAGING_DIR,
+    data_file_name,
+    decode_segment,
+    is_reserved,
+    join,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+DATA_FILE_NAMES = frozenset(data_file_name(fmt) for fmt in FORMAT_EXTENSIONS)
+
+LEFTOVER = "leftover"
+WIPED = "wiped"
+ORPHAN = "orphan"
+RETENTION = "retention"
+POLICIES = (LEFTOVER, WIPED, ORPHAN, RETENTION)
+
+AssetPath = tuple[str, ...]
+Partition = tuple[tuple[str, str], ...]
+
+
+def utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    path: str  # store-relative
+    size: int
+    modified: datetime  # aware, UTC
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An incomplete multipart upload (s3-pyarrow only)."""
+
+    path: str  # store-relative key the upload would create
+    upload_id: str
+    initiated: datetime
+
+
+@dataclass(frozen=True)
+class Located:
+    obj: StoredObject
+    top_reserved: bool  # below a reserved top-level folder such as _staging
+    asset: AssetPath | None  # decoded asset key path (None: not in the layout)
+    partition: Partition  # decoded (dimension, key) pairs, outermost first
+    partition_folder: str | None  # store-relative folder of the partition
+    is_data_file: bool
+
+    @property
+    def partition_key(self) -> str:
+        """The Dagster partition key (multi-partition keys joined with ``|``, dims sorted by name)."""
+        return "|".join(key for _, key in self.partition)
+
+
+def locate(prefix: str, obj: StoredObject) -> Located:
+    rel = obj.path[len(prefix) + 1 :] if prefix else obj.path
+    segments = rel.split("/")
+    dirs, name = segments[:-1], segments[-1]
+    if not dirs:
+        return Located(obj, is_reserved(name), None, (), None, False)
+    if is_reserved(dirs[0]):
+        return Located(obj, True, None, (), None, False)
+    asset: list[str] = []
+    partition: list[tuple[str, str]] = []
+    index = 0
+    while index < len(dirs) and "=" not in dirs[index] and not is_reserved(dirs[index]):
+        asset.append(decode_segment(dirs[index]))
+        index += 1
+    part_start = index
+    while index < len(dirs) and "=" in dirs[index]:
+        dim, _, key = dirs[index].partition("=")
+        partition.append((decode_segment(dim), decode_segment(key)))
+        index += 1
+    rest = dirs[index:]
+    if rest and not is_reserved(rest[0]):
+        # e.g. a/x=1/b/data.parquet: not a layout this integration writes.
+        return Located(obj, False, None, (), None, False)
+    partition_folder = join(prefix, *dirs[: part_start + len(partition)]) if partition else None
+    return Located(
+        obj,
+        False,
+        tuple(asset),
+        tuple(partition),
+        partition_folder,
+        is_data_file=not rest and name in DATA_FILE_NAMES,
+    )
+
+
+@dataclass(frozen=True)
+class Deletion:
+    obj: StoredObject
+    policy: str
+    asset: AssetPath | None
+
+
+@dataclass(frozen=True)
+class Abort:
+    upload: Upload
+    asset: AssetPath | None
+
+
+@dataclass(frozen=True)
+class Wipe:
+    """The latest ``ASSET_WIPED`` event of one asset after the cursor."""
+
+    asset: AssetPath
+    storage_id: int
+    timestamp: float  # seconds since the epoch
+    partition_keys: frozenset[str] | None  # None: the whole asset
+
+
+@dataclass
+class Plan:
+    deletions: dict[str, Deletion] = field(default_factory=dict)
+    aborts: list[Abort] = field(default_factory=list)
+
+    def add(self, located: Located, policy: str) -> None:
+        self.deletions.setdefault(located.obj.path, Deletion(located.obj, policy, located.asset))
+
+
+def leftovers(
+    plan: Plan,
+    prefix: str,
+    located: Iterable[Located],
+    uploads: Iterable[Upload],
+    now: datetime,
+    grace: timedelta,
+) -> None:
+    """Staging objects and incomplete multipart uploads older than ``grace``."""
+    staging = join(prefix, STAGING_DIR) + "/"
+    for item in located:
+        if item.obj.path.startswith(staging) and now - item.obj.modified > grace:
+            plan.add(item, LEFTOVER)
+    for upload in uploads:
+        if now - upload.initiated > grace:
+            asset = locate(prefix, StoredObject(upload.path, 0, upload.initiated)).asset
+            plan.aborts.append(Abort(upload, asset or None))
+
+
+def _by_asset(located: Iterable[Located]) -> dict[AssetPath, list[Located]]:
+    groups: dict[AssetPath, list[Located]] = defaultdict(list)
+    for item in located:
+        if item.asset:
+            groups[item.asset].append(item)
+    return groups
+
+
+def wiped(
+    plan: Plan,
+    located: Iterable[Located],
+    wipes: Iterable[Wipe],
+    kept_paths: Callable[[Wipe], set[str]],
+) -> None:
+    """Objects of assets wiped in Dagster.
+
+    Kept: objects written at or after the second of the wipe (S3 times have
+    one-second resolution) and objects that a materialization recorded after
+    the wipe points to (``kept_paths``).
+    """
+    groups = _by_asset(located)
+    for wipe in wipes:
+        items = groups.get(wipe.asset, [])
+        if not items:
+            continue
+        keep = kept_paths(wipe)
+        wipe_second = datetime.fromtimestamp(int(wipe.timestamp), tz=UTC)
+        for item in items:
+            if item.obj.modified >= wipe_second or item.obj.path in keep:
+                continue
+            if wipe.partition_keys is not None and (
+                not item.partition or item.partition_key not in wipe.partition_keys
+            ):
+                continue
+            plan.add(item, WIPED)
+
+
+def orphans(
+    plan: Plan,
+    located: Iterable[Located],
+    defined: set[AssetPath],
+    now: datetime,
+    grace: timedelta,
+) -> None:
+    """Asset folders (with at least one data file) of assets this code location does not define,
+    whose newest object is older than ``grace``."""
+    for asset, items in _by_asset(located).items():
+        if asset in defined or not any(item.is_data_file for item in items):
+            continue
+        if now - max(item.obj.modified for item in items) > grace:
+            for item in items:
+                plan.add(item, ORPHAN)
+
+
+def retention(
+    plan: Plan,
+    located: Iterable[Located],
+    keep_last: Mapping[AssetPath, int],
+    sort_key: Callable[[AssetPath, Partition, datetime], datetime],
+) -> None:
+    """For each asset in ``keep_last``: every partition folder except the newest N.
+
+    A partition is a partition folder holding a data file; ``sort_key`` gives
+    its age (its time window's start, or its data file's last-modified time).
+    """
+    groups = _by_asset(located)
+    for asset, keep in keep_last.items():
+        partitions: dict[Partition, list[Located]] = defaultdict(list)
+        for item in groups.get(asset, []):
+            if item.partition:
+                partitions[item.partition].append(item)
+        ranked: list[tuple[datetime, datetime, Partition]] = []
+        for partition, items in partitions.items():
+            data = [item for item in items if item.is_data_file]
+            if not data:
+                continue
+            modified = max(item.obj.modified for item in data)
+            ranked.append((sort_key(asset, partition, modified), modified, partition))
+        ranked.sort(reverse=True)
+        for _, _, partition in ranked[keep:]:
+            for item in partitions[partition]:
+                plan.add(item, RETENTION)
+
+
+def outside_scope(prefix: str, paths: Sequence[str]) -> list[str]:
+    """Paths a cleanup must never touch: outside ``<prefix>/`` or with a ``.``/``..`` segment."""
+    bad = []
+    for path in paths:
+        segments = path.split("/")
+        if (prefix and not path.startswith(prefix + "/")) or any(s in ("", ".", "..") for s in segments):
+            bad.append(path)
+    return bad

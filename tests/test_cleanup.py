@@ -1,0 +1,597 @@
+"""``build_cleanup_sensor``: every policy on local, s3-pyarrow@moto and s3-pyarrow@SeaweedFS.
+
+Each test takes a full listing (path -> sha256 of the bytes) of everything
+below the test's store root *and* of a sibling root outside the store
+(``<root>-outside``, a string prefix of nothing but sharing one with the
+root) before and after a tick: exactly the expected objects are gone, all
+others are byte-identical. Noise in every test: another prefix in the same
+store (``lake1x``, which a naive string-prefix check would match), objects
+outside the store root, files below the prefix that are not in the layout,
+and (on S3) stale multipart uploads outside the prefix.
+"""
+
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import dagster as dg
+import pyarrow as pa
+import pytest
+from dagster import AssetExecutionContext
+from remote_store import Store
+
+from remote_store_dagster import RemoteStoreConfigError, RemoteStoreResource
+from remote_store_dagster import _remote_store_adapter as adapter
+from remote_store_dagster.cleanup import build_cleanup_sensor
+from remote_store_dagster.io_manager import RemoteStoreIOManager
+
+
+BUCKET = "rsd-test"  # conftest.BUCKET
+PREFIX = "lake1"
+DAILY = dg.DailyPartitionsDefinition(start_date="2024-01-01")
+COLORS = dg.StaticPartitionsDefinition(["red", "green", "blue"])
+GRACE = timedelta(seconds=1.5)
+
+
+def _table(tag: str) -> pa.Table:
+    return pa.table({"tag": [tag] * 3, "n": [1, 2, 3], "nonce": [uuid.uuid4().hex] * 3})
+
+
+@dg.asset
+def sales() -> pa.Table:
+    return _table("sales")
+
+
+@dg.asset(partitions_def=DAILY)
+def events(context: AssetExecutionContext) -> pa.Table:
+    return _table(context.partition_key)
+
+
+@dg.asset(partitions_def=COLORS)
+def colors(context: AssetExecutionContext) -> pa.Table:
+    return _table(context.partition_key)
+
+
+@dg.asset(key=["nested"])
+def nested() -> pa.Table:
+    return _table("nested")
+
+
+@dg.asset(key=["nested", "child"])
+def nested_child() -> pa.Table:
+    return _table("nested/child")
+
+
+@dg.asset
+def retired() -> pa.Table:
+    return _table("retired")
+
+
+CURRENT_ASSETS = [sales, events, colors, nested, nested_child]
+
+
+# --- listing without the code under test -----------------------------------------------------------
+
+
+@dataclass
+class Env:
+    kind: str
+    root: str
+    resource: RemoteStoreResource
+    store: Store
+    outside: Store
+    instance: dg.DagsterInstance
+    local_dir: Path
+    client: Any = None  # boto3 client on S3 backends
+    cursor: str | None = None
+    results: list[dg.SensorResult] = field(default_factory=list)
+
+    def snapshot(self) -> dict[str, str]:
+        """Every object below ``<root>`` and ``<root>-outside``: path -> sha256."""
+        found: dict[str, str] = {}
+        if self.client is None:
+            for dirpath, _, files in os.walk(self.local_dir):
+                for name in files:
+                    full = Path(dirpath, name)
+                    rel = full.relative_to(self.local_dir).as_posix()
+                    if rel.startswith(self.root):
+                        found[rel] = hashlib.sha256(full.read_bytes()).hexdigest()
+            return found
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=self.root):
+            for item in page.get("Contents", []):
+                body = self.client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+                found[item["Key"]] = hashlib.sha256(body).hexdigest()
+        return found
+
+    def uploads(self) -> set[tuple[str, str]]:
+        if self.client is None:
+            return set()
+        response = self.client.list_multipart_uploads(Bucket=BUCKET, Prefix=self.root)
+        return {(u["Key"], u["UploadId"]) for u in response.get("Uploads", [])}
+
+    def key(self, path: str) -> str:
+        """Listing key of a store-relative path."""
+        return f"{self.root}/{path}"
+
+    def start_upload(self, key: str) -> str:
+        upload_id: str = self.client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        self.client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x" * 1024)
+        return upload_id
+
+    def defs(self, assets: list[Any], sensors: list[dg.SensorDefinition] | None = None) -> dg.Definitions:
+        return dg.Definitions(
+            assets=assets,
+            sensors=sensors or [],
+            resources={
+                "remote_store": self.resource,
+                "io_manager": RemoteStoreIOManager(remote_store=self.resource, store="lake", prefix=PREFIX),
+            },
+        )
+
+    def materialize(self, asset: Any, partition_key: str | None = None) -> None:
+        result = dg.materialize(
+            [asset],
+            instance=self.instance,
+            partition_key=partition_key,
+            resources={
+                "io_manager": RemoteStoreIOManager(remote_store=self.resource, store="lake", prefix=PREFIX)
+            },
+        )
+        assert result.success
+
+    def tick(
+        self, sensor: dg.SensorDefinition, assets: list[Any] | None = None, *, keep_cursor: bool = True
+    ) -> dg.SensorResult:
+        defs = self.defs(CURRENT_ASSETS if assets is None else assets, [sensor])
+        with dg.build_sensor_context(
+            instance=self.instance,
+            resources={"remote_store": self.resource},
+            definitions=defs,
+            cursor=self.cursor,
+        ) as ctx:
+            result = sensor(ctx)
+        assert isinstance(result, dg.SensorResult)
+        if keep_cursor:
+            self.cursor = result.cursor
+        self.results.append(result)
+        return result
+
+
+def text(result: dg.SensorResult) -> str:
+    assert result.skip_reason is not None
+    return result.skip_reason.skip_message or ""
+
+
+def reported_paths(result: dg.SensorResult) -> set[str]:
+    """The store paths a tick text lists (tests keep them under the sample size)."""
+    message = text(result)
+    assert "(+" not in message, message
+    listed = message.split("Paths: ", 1)[1].split(". ", 1)[0].rstrip(".")
+    return {p.strip() for p in listed.split(",") if p.strip()}
+
+
+@pytest.fixture
+def env(
+    backend_kind: str,
+    remote_store: RemoteStoreResource,
+    make_remote_store: Callable[..., RemoteStoreResource],
+    unique_root: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Env]:
+    outside_resource = make_remote_store(backend_kind, root_path=f"{unique_root}-outside")
+    client = None
+    if backend_kind != "local":
+        server = request.getfixturevalue(f"{backend_kind}_server")
+        client = boto3.client(
+            "s3",
+            endpoint_url=server.endpoint_url,
+            aws_access_key_id=server.access_key,
+            aws_secret_access_key=server.secret_key,
+            region_name=server.region,
+        )
+    with dg.instance_for_test() as instance:
+        yield Env(
+            kind=backend_kind,
+            root=unique_root,
+            resource=remote_store,
+            store=remote_store.get_store("lake"),
+            outside=outside_resource.get_store("lake"),
+            instance=instance,
+            local_dir=tmp_path / "local-backend",
+            client=client,
+        )
+    outside_resource.close()
+
+
+def add_noise(env: Env) -> None:
+    """Objects no policy may touch (created old enough for every grace used here)."""
+    body = b"noise"
+    for path in (
+        "lake1x/_staging/0123.data.parquet",
+        "lake1x/sales/data.parquet",
+        "lake1x/retired/data.parquet",
+        "other/events/partition=2024-01-01/data.parquet",
+        f"{PREFIX}/notes/readme.txt",
+        f"{PREFIX}/readme.txt",
+        f"{PREFIX}/_runs/run1/step/result/data.parquet",
+    ):
+        env.store.write(path, body, overwrite=True)
+    for path in (
+        f"{PREFIX}/_staging/0123.data.parquet",
+        f"{PREFIX}/sales/data.parquet",
+        f"{PREFIX}/retired/data.parquet",
+        f"{PREFIX}/events/partition=2024-01-01/data.parquet",
+    ):
+        env.outside.write(path, body, overwrite=True)
+    if env.client is not None:
+        env.start_upload(f"{env.root}/lake1x/sales/data.parquet")
+        env.start_upload(f"{env.root}-outside/{PREFIX}/sales/data.parquet")
+
+
+def wait_past(seconds: float) -> None:
+    time.sleep(seconds + 0.2)
+
+
+# --- leftovers ------------------------------------------------------------------------------------
+
+
+def test_leftovers_older_than_grace_are_reclaimed_younger_survive(env: Env) -> None:
+    add_noise(env)
+    env.materialize(sales)
+    old_staging = f"{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet"
+    env.store.write(old_staging, b"torn write", overwrite=True)
+    old_upload = env.start_upload(env.key(f"{PREFIX}/events/partition=2024-01-02/data.parquet")) if env.client else None
+    wait_past(GRACE.total_seconds())
+    young_staging = f"{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet"
+    env.store.write(young_staging, b"in flight", overwrite=True)
+    young_upload = env.start_upload(env.key(f"{PREFIX}/sales/data.parquet")) if env.client else None
+    before, uploads_before = env.snapshot(), env.uploads()
+
+    sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=GRACE)
+    result = env.tick(sensor)
+
+    after = env.snapshot()
+    assert set(before) - set(after) == {env.key(old_staging)}, text(result)
+    assert {k: v for k, v in before.items() if k != env.key(old_staging)} == after
+    gone_uploads = uploads_before - env.uploads()
+    if env.client:
+        assert gone_uploads == {(env.key(f"{PREFIX}/events/partition=2024-01-02/data.parquet"), old_upload)}
+        assert (env.key(f"{PREFIX}/sales/data.parquet"), young_upload) in env.uploads()
+        assert "1 incomplete multipart uploads" in text(result)
+    assert "Deleted 1 objects" in text(result) and old_staging in text(result)
+    # Idempotent: the next tick finds nothing of the kind.
+    again = env.tick(sensor)
+    assert env.snapshot() == after
+    assert text(again).startswith("Nothing to clean up"), text(again)
+
+
+_WRITER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import dagster as dg
+    import pyarrow as pa
+    from remote_store_dagster import RemoteStoreResource
+    from remote_store_dagster.io_manager import RemoteStoreIOManager
+
+    cfg = json.loads(sys.argv[1])
+    resource = RemoteStoreResource(**cfg["resource"])
+
+    @dg.asset
+    def sales():
+        def batches():
+            for _ in range(24):  # ~24 MB of incompressible bytes: more than one upload part
+                yield pa.record_batch({"b": pa.array([os.urandom(1024) for _ in range(1024)], pa.binary())})
+            open(cfg["ready"], "w").close()
+            time.sleep(600)
+        return dg.Output(batches())
+
+    dg.materialize([sales], resources={"io_manager": RemoteStoreIOManager(
+        remote_store=resource, store="lake", prefix=cfg["prefix"])})
+    """
+)
+
+
+def _big_failing_batches() -> Iterator[pa.RecordBatch]:
+    for _ in range(24):
+        yield pa.record_batch({"b": pa.array([os.urandom(1024) for _ in range(1024)], pa.binary())})
+    raise RuntimeError("producer failed mid-stream")
+
+
+@dg.asset(name="sales")
+def failing_sales() -> Any:
+    return dg.Output(_big_failing_batches())  # Output(): a bare returned generator is an op generator
+
+
+def test_killed_writer_leftover_reclaimed_after_grace_not_before(env: Env, tmp_path: Path) -> None:
+    add_noise(env)
+    env.materialize(sales)
+    good = env.snapshot()[env.key(f"{PREFIX}/sales/data.parquet")]
+
+    # A producer that raises mid-stream (after more than one part): the IO manager itself
+    # aborts/removes the partial write; the sensor finds nothing of it and the good data stays.
+    result = dg.materialize(
+        [failing_sales],
+        instance=env.instance,
+        raise_on_error=False,
+        resources={"io_manager": RemoteStoreIOManager(remote_store=env.resource, store="lake", prefix=PREFIX)},
+    )
+    assert not result.success
+    before_kill = env.snapshot()
+    assert before_kill[env.key(f"{PREFIX}/sales/data.parquet")] == good
+
+    # A writer killed mid-stream leaves an incomplete upload (S3) or a staging file (other backends).
+    ready = tmp_path / "ready"
+    cfg = {
+        "resource": {
+            "backends": {k: v.model_dump() for k, v in env.resource.backends.items()},
+            "stores": {k: v.model_dump() for k, v in env.resource.stores.items()},
+        },
+        "prefix": PREFIX,
+        "ready": str(ready),
+    }
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, json.dumps(cfg)], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert proc.poll() is None, "writer exited early"
+            assert time.monotonic() < deadline, "writer not ready"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_at = time.monotonic()
+    before, uploads_before = env.snapshot(), env.uploads()
+    if env.client:
+        ours = {u for u in uploads_before if u[0] == env.key(f"{PREFIX}/sales/data.parquet")}
+        assert len(ours) == 1
+        key, upload_id = next(iter(ours))
+        parts = env.client.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id).get("Parts", [])
+        assert len(parts) >= 2, parts
+        leftovers: set[str] = set()
+    else:
+        leftovers = {k for k in set(before) - set(before_kill) if f"/{PREFIX}/_staging/" in k}
+        assert len(leftovers) == 1, sorted(set(before) - set(before_kill))
+    assert before[env.key(f"{PREFIX}/sales/data.parquet")] == good
+
+    # Not before the grace: a long grace keeps it.
+    grace = timedelta(seconds=4)
+    patient = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=timedelta(minutes=10))
+    assert text(env.tick(patient)).startswith("Nothing to clean up")
+    assert env.snapshot() == before and env.uploads() == uploads_before
+
+    # After the grace: reclaimed, and nothing else.
+    time.sleep(max(0.0, grace.total_seconds() + 0.5 - (time.monotonic() - killed_at)))
+    result = env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=grace))
+    after = env.snapshot()
+    assert set(before) - set(after) == leftovers, text(result)
+    assert all(after[k] == v for k, v in before.items() if k not in leftovers)
+    if env.client:
+        assert uploads_before - env.uploads() == ours
+    assert after[env.key(f"{PREFIX}/sales/data.parquet")] == good
+
+
+# --- wiped assets ---------------------------------------------------------------------------------
+
+
+def test_wiped_assets_deleted_rematerialized_kept(env: Env) -> None:
+    add_noise(env)
+    env.materialize(sales)
+    env.materialize(nested)
+    env.materialize(nested_child)
+    for day in ("2024-01-01", "2024-01-02", "2024-01-03"):
+        env.materialize(events, day)
+    before = env.snapshot()
+    sensor = build_cleanup_sensor(store="lake", prefix=PREFIX)
+    assert text(env.tick(sensor)).startswith("Nothing to clean up")  # nothing wiped yet
+    assert env.snapshot() == before
+
+    time.sleep(1.1)  # S3 object times have one-second resolution
+    env.instance.wipe_assets([dg.AssetKey(["nested"]), dg.AssetKey("events"), dg.AssetKey("sales")])
+    env.materialize(sales)  # materialized again after the wipe: kept
+    env.materialize(events, "2024-01-02")  # one partition again: kept, the others go
+    before = env.snapshot()
+    result = env.tick(sensor)
+    after = env.snapshot()
+
+    expected = {
+        env.key(f"{PREFIX}/nested/data.parquet"),
+        env.key(f"{PREFIX}/events/partition=2024-01-01/data.parquet"),
+        env.key(f"{PREFIX}/events/partition=2024-01-03/data.parquet"),
+    }
+    assert set(before) - set(after) == expected, text(result)
+    assert all(after[k] == v for k, v in before.items() if k not in expected)
+    assert env.key(f"{PREFIX}/nested/child/data.parquet") in after  # a nested asset's folder is not the parent's
+    observed = {tuple(e.asset_key.path): e for e in result.asset_events}
+    assert set(observed) == {("nested",), ("events",)}
+    assert observed[("events",)].metadata["remote_store/deleted_objects"].value == 2
+    assert observed[("events",)].metadata["remote_store/deleted_partitions"].value == ["2024-01-01", "2024-01-03"]
+    assert "wiped: 3 objects" in text(result)
+    if env.kind == "local":  # emptied partition folders do not linger on disk
+        assert not (env.local_dir / env.root / PREFIX / "events" / "partition=2024-01-01").exists()
+
+    # The cursor moved past the wipes: nothing more, even after wiping again is not re-applied.
+    assert text(env.tick(sensor)).startswith("Nothing to clean up")
+    assert env.snapshot() == after
+    # A crash before the cursor was stored replays the wipes: still only what is gone is gone.
+    env.cursor = None
+    env.tick(sensor)
+    assert env.snapshot() == after
+
+
+def test_whole_wiped_asset_folder_goes(env: Env) -> None:
+    add_noise(env)
+    for day in ("2024-01-01", "2024-01-02"):
+        env.materialize(events, day)
+    env.materialize(sales)
+    time.sleep(1.1)
+    env.instance.wipe_assets([dg.AssetKey("events")])
+    before = env.snapshot()
+    result = env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX))
+    after = env.snapshot()
+    gone = set(before) - set(after)
+    assert gone == {k for k in before if k.startswith(env.key(f"{PREFIX}/events/"))}, text(result)
+    assert len(gone) == 2
+    assert all(after[k] == v for k, v in before.items() if k not in gone)
+    # delete_wiped=False leaves wiped data alone.
+    env.materialize(sales)
+    time.sleep(1.1)
+    env.instance.wipe_assets([dg.AssetKey("sales")])
+    before = env.snapshot()
+    env.cursor = None
+    env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX, delete_wiped=False))
+    assert env.snapshot() == before
+
+
+# --- orphans --------------------------------------------------------------------------------------
+
+
+def test_orphans_opt_in_and_grace(env: Env) -> None:
+    add_noise(env)
+    env.materialize(sales)
+    env.materialize(retired)  # an asset the code location no longer defines
+    env.store.write(f"{PREFIX}/retired/color=red/data.parquet", b"old partition", overwrite=True)
+    before = env.snapshot()
+
+    env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX))  # off by default
+    env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX, delete_orphans=True))  # default grace: 1 day
+    assert env.snapshot() == before
+
+    wait_past(GRACE.total_seconds())
+    result = env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX, delete_orphans=True, orphan_grace=GRACE))
+    after = env.snapshot()
+    expected = {env.key(f"{PREFIX}/retired/data.parquet"), env.key(f"{PREFIX}/retired/color=red/data.parquet")}
+    assert set(before) - set(after) == expected, text(result)
+    assert all(after[k] == v for k, v in before.items() if k not in expected)
+    assert result.asset_events == []  # no observation resurrects an asset the location does not define
+    assert "orphan: 2 objects" in text(result)
+
+
+def test_orphan_with_fresh_write_is_kept(env: Env) -> None:
+    env.materialize(retired)
+    wait_past(GRACE.total_seconds())
+    env.store.write(f"{PREFIX}/retired/color=blue/data.parquet", b"just written", overwrite=True)
+    before = env.snapshot()
+    env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX, delete_orphans=True, orphan_grace=GRACE))
+    assert env.snapshot() == before
+
+
+# --- keep_last_partitions -------------------------------------------------------------------------
+
+
+def test_keep_last_partitions_by_time_and_by_last_modified(env: Env) -> None:
+    add_noise(env)
+    for day in ("2024-01-04", "2024-01-01", "2024-01-03", "2024-01-02"):  # written out of time order
+        env.materialize(events, day)
+    for color in ("red", "blue", "green"):
+        env.materialize(colors, color)
+        time.sleep(1.05)  # last-modified order must be visible with one-second resolution
+    env.materialize(sales)
+    before = env.snapshot()
+
+    sensor = build_cleanup_sensor(
+        store="lake", prefix=PREFIX, keep_last_partitions={"events": 2, "colors": 1}, delete_wiped=False
+    )
+    result = env.tick(sensor)
+    after = env.snapshot()
+    expected = {
+        env.key(f"{PREFIX}/events/partition=2024-01-01/data.parquet"),
+        env.key(f"{PREFIX}/events/partition=2024-01-02/data.parquet"),
+        env.key(f"{PREFIX}/colors/partition=red/data.parquet"),
+        env.key(f"{PREFIX}/colors/partition=blue/data.parquet"),
+    }
+    assert set(before) - set(after) == expected, text(result)
+    assert all(after[k] == v for k, v in before.items() if k not in expected)
+    observed = {tuple(e.asset_key.path): e.metadata for e in result.asset_events}
+    assert observed[("events",)]["remote_store/deleted_partitions"].value == ["2024-01-01", "2024-01-02"]
+    assert observed[("colors",)]["remote_store/deleted_partitions"].value == ["blue", "red"]
+    assert env.tick(sensor) and env.snapshot() == after  # steady state
+
+
+# --- dry run --------------------------------------------------------------------------------------
+
+
+def test_dry_run_deletes_nothing_and_reports_what_a_real_run_deletes(env: Env) -> None:
+    add_noise(env)
+    for day in ("2024-01-01", "2024-01-02", "2024-01-03"):
+        env.materialize(events, day)
+    env.materialize(nested)
+    env.store.write(f"{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet", b"torn", overwrite=True)
+    upload = env.start_upload(env.key(f"{PREFIX}/sales/data.parquet")) if env.client else None
+    wait_past(GRACE.total_seconds())
+    env.instance.wipe_assets([dg.AssetKey(["nested"])])
+    before, uploads_before = env.snapshot(), env.uploads()
+    options: dict[str, Any] = {"store": "lake", "prefix": PREFIX, "leftover_grace": GRACE}
+    options["keep_last_partitions"] = {"events": 1}
+
+    dry = env.tick(build_cleanup_sensor(**options, dry_run=True))
+    assert text(dry).startswith("[dry run] Would delete 4 objects"), text(dry)
+    assert env.snapshot() == before and env.uploads() == uploads_before
+    assert all(e.metadata["remote_store/dry_run"].value is True for e in dry.asset_events)
+    again = env.tick(build_cleanup_sensor(**options, dry_run=True))  # the dry run did not move the cursor
+    assert reported_paths(again) == reported_paths(dry)
+
+    real = env.tick(build_cleanup_sensor(**options))
+    after = env.snapshot()
+    gone = {k[len(env.root) + 1 :] for k in set(before) - set(after)}
+    would = reported_paths(dry)
+    if env.client:
+        assert uploads_before - env.uploads() == {(env.key(f"{PREFIX}/sales/data.parquet"), upload)}
+        would -= {f"{PREFIX}/sales/data.parquet"}  # the upload, not an object
+    assert gone == would == reported_paths(real) - ({f"{PREFIX}/sales/data.parquet"} if env.client else set())
+    assert all(after[k] == v for k, v in before.items() if k[len(env.root) + 1 :] not in gone)
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend_kind", ["local"], indirect=True)
+def test_clear_errors(env: Env) -> None:
+    with pytest.raises(RemoteStoreConfigError, match="keep_last_partitions"):
+        build_cleanup_sensor(store="lake", keep_last_partitions={"events": 0})
+    with pytest.raises(RemoteStoreConfigError, match="prefix"):
+        build_cleanup_sensor(store="lake", prefix="../up")
+    with pytest.raises(RemoteStoreConfigError, match="leftover_grace"):
+        build_cleanup_sensor(store="lake", leftover_grace=timedelta(seconds=-1))
+
+    with pytest.raises(RemoteStoreConfigError, match=r"store 'nope' is not defined"):
+        env.tick(build_cleanup_sensor(store="nope"))
+    with pytest.raises(RemoteStoreConfigError, match=r"asset 'missing/asset'.*does not define"):
+        env.tick(build_cleanup_sensor(store="lake", keep_last_partitions={"missing/asset": 3}))
+    with pytest.raises(RemoteStoreConfigError, match=r"'sales', which is not partitioned"):
+        env.tick(build_cleanup_sensor(store="lake", keep_last_partitions={"sales": 3}))
+
+    sensor = build_cleanup_sensor(store="lake")
+    with (
+        pytest.raises(dg.DagsterInvalidDefinitionError, match="'remote_store' required by sensor"),
+        dg.build_sensor_context(instance=env.instance, definitions=dg.Definitions(sensors=[sensor])) as ctx,
+    ):
+        sensor(ctx)
+    with (
+        pytest.raises(RemoteStoreConfigError, match="needs a RemoteStoreResource"),
+        dg.build_sensor_context(instance=env.instance, resources={"remote_store": "not a resource"}) as ctx,
+    ):
+        sensor(ctx)
+
+    read_only = RemoteStoreResource(
+        backends={"web": {"type": "http", "options": {"base_url": "http://127.0.0.1:9"}}},
+        stores={"lake": {"backend": "web"}},
+    )
+    with (
+        pytest.raises(RemoteStoreConfigError, match="cannot .*list|cannot .*delete"),
+        dg.build_sensor_context(instance=env.instance, resources={"remote_store": read_only}) as ctx,
+    ):
+        sensor(ctx)
