@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import (
     ConfigurableIOManager,
+    DagsterInvariantViolationError,
     InitResourceContext,
     InputContext,
     MetadataValue,
@@ -266,7 +267,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
     # ------------------------------------------------------------------ input
 
     def load_input(self, context: InputContext) -> Any:
-        target_type = context.dagster_type.typing_type if context.dagster_type else Any
+        target_type = _requested_type(context)
         metadata = context.definition_metadata or {}
         columns = metadata.get(COLUMNS_KEY)
         if columns is not None:
@@ -394,6 +395,15 @@ class RemoteStoreIOManager(ConfigurableIOManager):
 
 
 _MISSING: Any = object()
+
+
+def _requested_type(context: InputContext) -> Any:
+    """The input's annotation; ``Any`` for contexts built without a Dagster type (unit tests)."""
+    try:
+        dagster_type = context.dagster_type
+    except DagsterInvariantViolationError:
+        return Any
+    return dagster_type.typing_type if dagster_type is not None else Any
 
 
 def _hive_depth(path: str) -> int:
