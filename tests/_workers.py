@@ -1,0 +1,173 @@
+"""Data generators and subprocess entry points shared by the fault and memory tests.
+
+``python tests/_workers.py <mode> '<json config>'`` runs a real Dagster
+``materialize`` of a streaming asset in a fresh interpreter, so a test can
+SIGKILL the writer, measure its peak RSS, or kill the server under it.
+
+Modes:
+
+* ``write``: materialize asset ``events`` from a RecordBatch generator of
+  ``total_bytes`` (incompressible) through ``RemoteStoreIOManager``. Prints
+  ``FAILED <error>`` or ``DONE``; with ``wait_on_failure`` it then waits for a
+  line on stdin before exiting normally (so a test can restart the server
+  while the failed writer is still alive).
+* ``memwrite`` / ``memload``: write the asset / load it as a
+  ``pyarrow.RecordBatchReader`` and print one JSON line with peak-RSS figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+MiB = 1024 * 1024
+ASSET = "events"
+PAYLOAD_BYTES = 1000
+ROWS_PER_BATCH = 4096  # ~4 MiB per batch
+
+SCHEMA = pa.schema([("id", pa.int64()), ("value", pa.float64()), ("payload", pa.binary(PAYLOAD_BYTES))])
+
+
+def make_batch(rng: np.random.Generator, start: int, rows: int = ROWS_PER_BATCH) -> pa.RecordBatch:
+    """Incompressible rows: random floats and random bytes, so Parquet bytes ~ memory bytes."""
+    payload = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(PAYLOAD_BYTES), rows, [None, pa.py_buffer(rng.bytes(rows * PAYLOAD_BYTES))]
+    )
+    return pa.RecordBatch.from_arrays(
+        [pa.array(np.arange(start, start + rows, dtype=np.int64)), pa.array(rng.random(rows)), payload],
+        schema=SCHEMA,
+    )
+
+
+def batches(seed: int, total_bytes: int) -> Iterator[pa.RecordBatch]:
+    """Deterministic batches (per ``seed``) until ``total_bytes`` of row data were produced."""
+    rng = np.random.default_rng(seed)
+    produced = 0
+    start = 0
+    while produced < total_bytes:
+        batch = make_batch(rng, start)
+        start += batch.num_rows
+        produced += batch.nbytes
+        yield batch
+
+
+def table(seed: int, total_bytes: int) -> pa.Table:
+    return pa.Table.from_batches(list(batches(seed, total_bytes)), SCHEMA)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _resources(config: dict[str, Any]) -> dict[str, Any]:
+    from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
+
+    remote_store = RemoteStoreResource(
+        backends={"main": config["backend"]}, stores={"lake": {"backend": "main", "root_path": config["root"]}}
+    )
+    return {"io_manager": RemoteStoreIOManager(remote_store=remote_store, store="lake")}
+
+
+def _write(config: dict[str, Any]) -> int:
+    from dagster import asset, materialize
+
+    @asset(name=ASSET)
+    def events() -> pa.RecordBatchReader:
+        print("STARTED", flush=True)
+        return pa.RecordBatchReader.from_batches(SCHEMA, batches(config["seed"], config["total_bytes"]))
+
+    try:
+        materialize([events], resources=_resources(config))
+    except Exception as exc:
+        print(f"FAILED {type(exc).__name__}: {str(exc)[:500]!r}", flush=True)
+        if config.get("wait_on_failure"):
+            sys.stdin.readline()
+        return 1
+    print("DONE", flush=True)
+    return 0
+
+
+def _warm_up(config: dict[str, Any]) -> None:
+    """One tiny materialize + load, so the baseline includes Dagster's own per-run memory."""
+    from dagster import AssetIn, asset, materialize
+
+    @asset(name="warmup")
+    def warmup() -> pa.Table:
+        return table(0, 64 * 1024)
+
+    @asset(ins={"warmup": AssetIn()})
+    def warmup_check(warmup: pa.RecordBatchReader) -> None:
+        for _ in warmup:
+            pass
+
+    materialize([warmup, warmup_check], resources=_resources(config))
+
+
+def _memwrite(config: dict[str, Any]) -> int:
+    from dagster import asset, materialize
+
+    _warm_up(config)
+    baseline = peak_rss_mb()
+
+    @asset(name=ASSET)
+    def events() -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(SCHEMA, batches(config["seed"], config["total_bytes"]))
+
+    start = time.perf_counter()
+    result = materialize([events], resources=_resources(config))
+    seconds = time.perf_counter() - start
+    metadata = result.asset_materializations_for_node(ASSET)[0].metadata
+    stored = int(metadata["stored_bytes"].value)
+    rows = int(metadata["dagster/row_count"].value)
+    print(json.dumps({"baseline_mb": baseline, "peak_mb": peak_rss_mb(), "seconds": seconds,
+                      "stored_bytes": stored, "rows": rows}), flush=True)
+    return 0
+
+
+def _memload(config: dict[str, Any]) -> int:
+    from dagster import AssetIn, asset, materialize
+
+    _warm_up(config)
+    baseline = peak_rss_mb()
+    counted: dict[str, int] = {}
+
+    @asset(name=ASSET)
+    def events() -> pa.Table:
+        raise AssertionError("not selected: loaded from the store")
+
+    @asset(ins={ASSET: AssetIn()})
+    def consumer(events: pa.RecordBatchReader) -> None:
+        rows = 0
+        batches_seen = 0
+        for batch in events:
+            rows += batch.num_rows
+            batches_seen += 1
+        counted["rows"] = rows
+        counted["batches"] = batches_seen
+
+    start = time.perf_counter()
+    materialize([events, consumer], selection=[consumer], resources=_resources(config))
+    seconds = time.perf_counter() - start
+    print(json.dumps({"baseline_mb": baseline, "peak_mb": peak_rss_mb(), "seconds": seconds, **counted}), flush=True)
+    return 0
+
+
+def main() -> int:
+    mode, raw = sys.argv[1], sys.argv[2]
+    config = json.loads(raw)
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    return {"write": _write, "memwrite": _memwrite, "memload": _memload}[mode](config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
