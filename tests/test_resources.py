@@ -897,6 +897,9 @@ def test_multiprocess_executor_with_persistent_instance(
     monkeypatch.setenv("RSD_MP_SECRET", seaweedfs_server.secret_key)
     monkeypatch.setenv("RSD_MP_ROOT", unique_root)
     monkeypatch.setenv("RSD_MP_RECORD_DIR", str(record_dir))
+    # The step processes import this test module by name; ``reconstructable`` records the
+    # working directory they resolve it from.
+    monkeypatch.chdir(Path(__file__).parent)
 
     (tmp_path / "home").mkdir()
     with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
@@ -924,16 +927,20 @@ def test_multiprocess_executor_with_persistent_instance(
     records = [json.loads(p.read_text()) for p in record_dir.glob("*.json")]
     setups = [r for r in records if r["event"] == "setup"]
     teardowns = [r for r in records if r["event"] == "teardown"]
-    # Exactly one registry built per step process (upstream: top-level; downstream: nested)...
-    assert sorted(r["pid"] for r in setups) == sorted(pids)
-    by_pid = {r["pid"]: r for r in setups}
-    # ...it is the one the asset used (built in setup, not lazily)...
-    assert by_pid[step_pids["mp_upstream"]]["registry"] == up_meta["registry"].value
-    assert by_pid[step_pids["mp_downstream"]]["registry"] == down_meta["registry"].value
-    # ...and closed in teardown, in the same process, with both backends closed.
-    assert sorted(r["pid"] for r in teardowns) == sorted(pids)
+    # Exactly one registry built in each step process (upstream: top-level; downstream: nested)...
+    step_setups = {pid: [r for r in setups if r["pid"] == pid] for pid in pids}
+    assert all(len(found) == 1 for found in step_setups.values()), step_setups
+    # ...it is the one the asset used (built in setup_for_execution, not lazily)...
+    assert step_setups[step_pids["mp_upstream"]][0]["registry"] == up_meta["registry"].value
+    assert step_setups[step_pids["mp_downstream"]][0]["registry"] == down_meta["registry"].value
+    # (``with execute_job(...) as result`` also initialises the resources in the test process,
+    # for loading outputs: those registries must be closed as well.)
+    assert {r["pid"] for r in setups} <= {*pids, os.getpid()}
+    # ...and every registry built was closed in teardown, in its process, with both backends closed.
+    assert sorted((r["pid"], r["registry"]) for r in teardowns) == sorted(
+        (r["pid"], r["registry"]) for r in setups
+    )
     for r in teardowns:
-        assert r["registry"] == by_pid[r["pid"]]["registry"]
         assert r["backends"] == 2
         assert r["closed"] == [True, True]
         assert r["registry_cleared"] is True
