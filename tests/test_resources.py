@@ -520,6 +520,32 @@ def test_secrets_not_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "b-b-b" in repr(resources[1])
 
 
+def test_secrets_not_in_ui_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the Dagster UI shows of the resources (the code location's snapshot) names the
+    variables, never their values."""
+    from dagster._core.remote_representation.external_data import RepositorySnap
+
+    monkeypatch.setenv("RSD_T_SECRET", SECRET)
+
+    @asset
+    def uses_both(remote_store: RemoteStoreResource, s3: S3PyArrowResource) -> None: ...
+
+    defs = Definitions(
+        assets=[uses_both],
+        resources={
+            "remote_store": RemoteStoreResource(
+                backends={"s3": {"type": "s3-pyarrow", "options": {"bucket": "b-b-b", "secret": "${RSD_T_SECRET}"}}},
+                stores={"lake": {"backend": "s3"}},
+            ),
+            "s3": S3PyArrowResource(bucket="b-b-b", secret=EnvVar("RSD_T_SECRET")),
+        },
+    )
+    snapshot = serialize_value(RepositorySnap.from_def(defs.get_repository_def()))
+    assert "${RSD_T_SECRET}" in snapshot
+    assert "RSD_T_SECRET" in snapshot.replace("${RSD_T_SECRET}", "")
+    assert SECRET not in snapshot
+
+
 def test_secrets_not_in_run_logs_events_or_output(
     moto_server: S3Server,
     monkeypatch: pytest.MonkeyPatch,
