@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from remote_store_dagster import RemoteStoreResource
 from remote_store_dagster.testing import MotoServer, S3Server, SeaweedFSServer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
 
 BUCKET = "rsd-test"
 S3_BACKENDS = ("moto", "seaweedfs")
