@@ -152,6 +152,8 @@ def build_registry(
         backend_type = _env_value(spec.type)
         options = _resolve_options(f"{field}.options", spec.options)
         _validate_options(field, backend_type, options, has_retry=spec.retry is not None)
+        # An optional option that resolved to "" (``${RS_S3_ENDPOINT:-}``) means "not set".
+        options = {key: value for key, value in options.items() if value != ""}
         retry = RetryPolicy(**spec.retry.model_dump()) if spec.retry else None
         backend_configs[name] = BackendConfig(type=backend_type, options=options, retry=retry)
     profiles: dict[str, StoreProfile] = {}

@@ -988,3 +988,16 @@ def test_multiprocess_executor_with_persistent_instance(
         f"weed:{up_pid}|moto:{up_pid}|{step_pids['mp_downstream']}".encode()
     )
     check.close()
+
+
+def test_optional_option_resolving_to_empty_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from remote_store_dagster import _remote_store_adapter as adapter
+
+    monkeypatch.delenv("RSD_UNSET_ENDPOINT", raising=False)
+    resource = RemoteStoreResource(
+        backends={"s3": {"type": "s3-pyarrow", "options": {"bucket": "b-x", "endpoint_url": "${RSD_UNSET_ENDPOINT:-}"}}},
+        stores={"lake": {"backend": "s3"}},
+    )
+    backend = adapter.store_backend(resource.get_store("lake"))
+    assert "endpoint_url=None" in repr(backend)
+    resource.close()
