@@ -285,9 +285,7 @@ def test_s3_pyarrow_resource_from_run_config(
             }
         }
     }
-    result = materialize(
-        [launched], resources={"s3": S3PyArrowResource.configure_at_launch()}, run_config=run_config
-    )
+    result = materialize([launched], resources={"s3": S3PyArrowResource.configure_at_launch()}, run_config=run_config)
     assert result.success
     check = S3PyArrowResource(
         bucket=BUCKET,
@@ -303,9 +301,7 @@ def test_s3_pyarrow_resource_from_run_config(
 
 
 @pytest.mark.parametrize("kind", ["moto", "seaweedfs"])
-def test_escape_hatches_read_what_the_store_wrote(
-    kind: str, request: pytest.FixtureRequest, unique_root: str
-) -> None:
+def test_escape_hatches_read_what_the_store_wrote(kind: str, request: pytest.FixtureRequest, unique_root: str) -> None:
     server: S3Server = request.getfixturevalue(f"{kind}_server")
     resource = S3PyArrowResource(
         bucket=BUCKET,
@@ -377,9 +373,7 @@ BAD_CONFIGS: dict[str, tuple[Callable[[S3Server], dict[str, Any]], str]] = {
         "backends.s3.options.bucket: required option missing",
     ),
     "bucket_from_empty_default": (
-        lambda srv: {
-            "backends": {"s3": {"type": "s3-pyarrow", "options": s3_options(srv, bucket="${RSD_T_UNSET:-}")}}
-        },
+        lambda srv: {"backends": {"s3": {"type": "s3-pyarrow", "options": s3_options(srv, bucket="${RSD_T_UNSET:-}")}}},
         "backends.s3.options.bucket: must not be empty",
     ),
     "unknown_option": (
@@ -391,9 +385,7 @@ BAD_CONFIGS: dict[str, tuple[Callable[[S3Server], dict[str, Any]], str]] = {
         "backends.s3.retry: backend type 'local' does not take a retry policy",
     ),
     "unset_env_var": (
-        lambda srv: {
-            "backends": {"s3": {"type": "s3-pyarrow", "options": s3_options(srv, bucket="${RSD_T_UNSET}")}}
-        },
+        lambda srv: {"backends": {"s3": {"type": "s3-pyarrow", "options": s3_options(srv, bucket="${RSD_T_UNSET}")}}},
         "backends.s3.options.bucket: environment variable 'RSD_T_UNSET' is not set",
     ),
 }
@@ -407,9 +399,7 @@ def _bad_resource(case: str, server: S3Server) -> tuple[RemoteStoreResource, str
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
-def test_bad_config_fails_at_resource_init(
-    case: str, moto_server: S3Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_bad_config_fails_at_resource_init(case: str, moto_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RSD_T_UNSET", raising=False)
     resource, expected = _bad_resource(case, moto_server)  # constructing does not fail: init does
 
@@ -566,12 +556,18 @@ def test_secrets_not_in_run_logs_events_or_output(
         },
     )
     s3_plain = S3PyArrowResource(
-        bucket=BUCKET, key=moto_server.access_key, secret=SECRET, endpoint_url=moto_server.endpoint_url,
+        bucket=BUCKET,
+        key=moto_server.access_key,
+        secret=SECRET,
+        endpoint_url=moto_server.endpoint_url,
         root_path=unique_root,
     )
     s3_env = S3PyArrowResource(
-        bucket=BUCKET, key=moto_server.access_key, secret=EnvVar("RSD_T_SECRET"),
-        endpoint_url=moto_server.endpoint_url, root_path=unique_root,
+        bucket=BUCKET,
+        key=moto_server.access_key,
+        secret=EnvVar("RSD_T_SECRET"),
+        endpoint_url=moto_server.endpoint_url,
+        root_path=unique_root,
     )
 
     @asset
@@ -931,9 +927,7 @@ def test_multiprocess_executor_with_persistent_instance(
     with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
         with execute_job(reconstructable(get_mp_job), instance=instance) as result:
             assert result.success, [e.message for e in result.all_events if e.is_failure]
-            step_pids = {
-                e.step_key: e.pid for e in result.all_events if e.event_type == DagsterEventType.STEP_START
-            }
+            step_pids = {e.step_key: e.pid for e in result.all_events if e.event_type == DagsterEventType.STEP_START}
             up_meta = result.asset_materializations_for_node("mp_upstream")[0].metadata
             down_meta = result.asset_materializations_for_node("mp_downstream")[0].metadata
         run = instance.get_run_by_id(result.run_id)
@@ -963,9 +957,7 @@ def test_multiprocess_executor_with_persistent_instance(
     # for loading outputs: those registries must be closed as well.)
     assert {r["pid"] for r in setups} <= {*pids, os.getpid()}
     # ...and every registry built was closed in teardown, in its process, with both backends closed.
-    assert sorted((r["pid"], r["registry"]) for r in teardowns) == sorted(
-        (r["pid"], r["registry"]) for r in setups
-    )
+    assert sorted((r["pid"], r["registry"]) for r in teardowns) == sorted((r["pid"], r["registry"]) for r in setups)
     for r in teardowns:
         assert r["backends"] == 2
         assert r["closed"] == [True, True]
@@ -995,7 +987,9 @@ def test_optional_option_resolving_to_empty_counts_as_unset(monkeypatch: pytest.
 
     monkeypatch.delenv("RSD_UNSET_ENDPOINT", raising=False)
     resource = RemoteStoreResource(
-        backends={"s3": {"type": "s3-pyarrow", "options": {"bucket": "b-x", "endpoint_url": "${RSD_UNSET_ENDPOINT:-}"}}},
+        backends={
+            "s3": {"type": "s3-pyarrow", "options": {"bucket": "b-x", "endpoint_url": "${RSD_UNSET_ENDPOINT:-}"}}
+        },
         stores={"lake": {"backend": "s3"}},
     )
     backend = adapter.store_backend(resource.get_store("lake"))
