@@ -62,6 +62,12 @@ class Upload:
     path: str  # store-relative key the upload would create
     upload_id: str
     initiated: datetime
+    size: int = 0  # bytes in its uploaded parts
+    last_part: datetime | None = None  # when its newest part arrived
+
+    @property
+    def last_activity(self) -> datetime:
+        return max(self.initiated, self.last_part) if self.last_part else self.initiated
 
 
 @dataclass(frozen=True)
@@ -153,13 +159,17 @@ def leftovers(
     now: datetime,
     grace: timedelta,
 ) -> None:
-    """Staging objects and incomplete multipart uploads older than ``grace``."""
+    """Staging objects and incomplete multipart uploads older than ``grace``.
+
+    An upload's age counts from its newest part (a writer still streaming
+    parts is alive however long ago it started).
+    """
     staging = join(prefix, STAGING_DIR) + "/"
     for item in located:
         if item.obj.path.startswith(staging) and now - item.obj.modified > grace:
             plan.add(item, LEFTOVER)
     for upload in uploads:
-        if now - upload.initiated > grace:
+        if now - upload.last_activity > grace:
             asset = locate(prefix, StoredObject(upload.path, 0, upload.initiated)).asset
             plan.aborts.append(Abort(upload, asset or None))
 

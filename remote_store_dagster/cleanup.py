@@ -238,10 +238,14 @@ class _Tick:
                 StoredObject(path, size, plan_mod.utc(modified))
                 for path, size, modified in adapter.s3_list_objects(store, prefix)
             ]
-            uploads = [
-                Upload(path, upload_id, plan_mod.utc(initiated))
-                for path, upload_id, initiated in adapter.s3_list_multipart_uploads(store, prefix)
-            ]
+            uploads = []
+            for path, upload_id, initiated in adapter.s3_list_multipart_uploads(store, prefix):
+                size, last_part = adapter.s3_multipart_upload_parts(store, path, upload_id)
+                uploads.append(
+                    Upload(
+                        path, upload_id, plan_mod.utc(initiated), size, plan_mod.utc(last_part) if last_part else None
+                    )
+                )
             return objects, uploads
         objects = []
         try:
@@ -455,7 +459,8 @@ class _Tick:
         head = f"{'[dry run] ' if config.dry_run else ''}{verb} {len(deletions)} objects ({_bytes(total)})"
         if plan.aborts:
             verb_uploads = "would abort" if config.dry_run else "aborted"
-            head += f" and {verb_uploads} {len(plan.aborts)} incomplete multipart uploads"
+            upload_bytes = sum(a.upload.size for a in plan.aborts)
+            head += f" and {verb_uploads} {len(plan.aborts)} incomplete multipart uploads ({_bytes(upload_bytes)})"
         parts = []
         for policy in plan_mod.POLICIES:
             chosen = [d for d in deletions if d.policy == policy]
@@ -507,6 +512,7 @@ class _Tick:
                 "remote_store/deleted_objects": len(deletions),
                 "remote_store/deleted_bytes": size,
                 "remote_store/aborted_uploads": len(aborts),
+                "remote_store/aborted_upload_bytes": sum(a.upload.size for a in aborts),
                 "remote_store/policies": ", ".join(f"{p}: {n}" for p, n in sorted(policies.items()))
                 or plan_mod.LEFTOVER,
                 "remote_store/deleted_paths": MetadataValue.json(
