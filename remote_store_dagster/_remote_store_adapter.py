@@ -228,19 +228,28 @@ def s3_list_multipart_uploads(store: Store, path: str) -> Iterator[tuple[str, st
         kwargs["UploadIdMarker"] = response.get("NextUploadIdMarker")
 
 
-def s3_multipart_upload_size(store: Store, path: str, upload_id: str) -> int:
-    """Bytes held by the uploaded parts of one incomplete multipart upload (0 if it is gone)."""
+def s3_multipart_upload_parts(store: Store, path: str, upload_id: str) -> tuple[int, datetime | None]:
+    """(bytes held by the uploaded parts, time of the newest part) of an incomplete upload.
+
+    ``(0, None)`` when it has no parts (or is gone). Part times show whether a
+    writer is still active; some servers (moto) report a fixed ``Initiated``.
+    """
     fs = s3fs_filesystem(store)
     kwargs: dict[str, Any] = {"Bucket": backend_bucket(store), "Key": s3_key(store, path), "UploadId": upload_id}
     total = 0
+    newest: datetime | None = None
     while True:
         try:
             response = fs.call_s3("list_parts", **kwargs)
         except FileNotFoundError:
-            return total
-        total += sum(int(part.get("Size", 0)) for part in response.get("Parts", []) or [])
+            return total, newest
+        for part in response.get("Parts", []) or []:
+            total += int(part.get("Size", 0))
+            modified = part.get("LastModified")
+            if modified is not None and (newest is None or modified > newest):
+                newest = modified
         if not response.get("IsTruncated"):
-            return total
+            return total, newest
         kwargs["PartNumberMarker"] = response.get("NextPartNumberMarker")
 
 
