@@ -24,8 +24,10 @@ ROW_GROUP_BYTES = 64 * 1024 * 1024
 #: Read-ahead of streamed reads: a 64 KiB consumer read is served from this buffer.
 READ_BUFFER_BYTES = 8 * 1024 * 1024
 RAW_CHUNK_BYTES = 8 * 1024 * 1024
-#: Batch size of RecordBatchReader loads.
+#: Batch size of RecordBatchReader loads: at most this many rows, and about
+#: READ_BATCH_BYTES of (uncompressed) data, so wide rows do not make huge batches.
 READ_BATCH_ROWS = 128 * 1024
+READ_BATCH_BYTES = 16 * 1024 * 1024
 
 
 class UnsupportedOutput(TypeError):
@@ -249,19 +251,30 @@ def convert_table(table: pa.Table, tp: Any) -> Any:
 def batch_reader(open_file: Callable[[], Any], columns: Sequence[str] | None) -> pa.RecordBatchReader:
     """A lazy RecordBatchReader over one Parquet file: one row group in memory at a time."""
     source = open_file()
-    parquet = pq.ParquetFile(source, buffer_size=READ_BUFFER_BYTES)
+    # pre_buffer (pyarrow's default) caches every requested row group: the whole file.
+    parquet = pq.ParquetFile(source, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
     schema = parquet.schema_arrow
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
+    batch_rows = _batch_rows(parquet.metadata)
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
-            yield from parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns)
+            yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
         finally:
             parquet.close()
             source.close()
 
     return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _batch_rows(metadata: Any) -> int:
+    """Rows per streamed batch: ~READ_BATCH_BYTES of uncompressed data, capped at READ_BATCH_ROWS."""
+    rows = int(metadata.num_rows)
+    size = sum(int(metadata.row_group(i).total_byte_size) for i in range(metadata.num_row_groups))
+    if rows <= 0 or size <= 0:
+        return READ_BATCH_ROWS
+    return max(1, min(READ_BATCH_ROWS, READ_BATCH_BYTES * rows // size))
 
 
 def chain_readers(readers: Sequence[pa.RecordBatchReader], names: Sequence[str]) -> pa.RecordBatchReader:
