@@ -118,3 +118,19 @@ def test_materialize_from_the_asset_page(dev_server: DevServer, page: Page) -> N
         expect(dialog.get_by_text(column, exact=True).first).to_be_visible()
     page.wait_for_timeout(600)  # let the dialog finish fading in
     page.screenshot(path=str(ARTIFACTS / "browser-events_stream-schema.png"))
+
+
+def test_preview_cleanup_sensor_tick(dev_server: DevServer, page: Page) -> None:
+    """The quickstart's dry run: Automation -> remote_store_cleanup -> Preview tick result."""
+    from _e2e_helpers import ARTIFACTS
+
+    page.goto(f"{dev_server.url}/automation", wait_until="domcontentloaded")
+    _dismiss_welcome_dialog(page)
+    page.get_by_role("link", name="remote_store_cleanup").first.click()
+    expect(page.get_by_text("[dry run]").first).to_be_visible()
+    page.get_by_role("button", name="Preview tick result").click()
+    page.get_by_role("dialog").get_by_role("button", name="Continue").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text("Skipped", exact=True)).to_be_visible(timeout=60_000)
+    expect(dialog.get_by_text(re.compile(r"Skip reason: .\[dry run\]"))).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "browser-cleanup-sensor-preview.png"))
