@@ -1,6 +1,7 @@
 """Dagster integration for remote-store's hybrid S3-PyArrow backend."""
 
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError
+from remote_store_dagster.cleanup import build_cleanup_sensor
 from remote_store_dagster.io_manager import RemoteStoreIOManager
 from remote_store_dagster.resources import (
     BackendSpec,
@@ -22,4 +23,5 @@ __all__ = [
     "S3PyArrowResource",
     "StoreSpec",
     "__version__",
+    "build_cleanup_sensor",
 ]
