@@ -121,10 +121,12 @@ def test_quickstart_duckdb_snippet_reads_the_partitions(dev_server: DevServer) -
     readings = pads.dataset(  # noqa: F841 - DuckDB finds it by name
         f"{EMBEDDED_BUCKET}/dagster-example/daily_sensor_readings", filesystem=s3, partitioning="hive"
     )
-    rows = duckdb.sql(
+    relation = duckdb.sql(
         "SELECT partition, count(*) AS readings, round(avg(temperature_c), 2) AS avg_c "
         "FROM readings GROUP BY ALL ORDER BY partition"
-    ).fetchall()
+    )
+    assert relation is not None
+    rows = relation.fetchall()
     by_day = {row[0]: row[1] for row in rows}
     assert by_day[DAY] == 2880
 

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,7 @@ from remote_store_dagster import RemoteStoreResource
 from remote_store_dagster.testing import S3Server, free_port
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Mapping
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SMALL_STREAM = {"ops": {"events_stream": {"config": {"total_mb": 6, "rows_per_batch": 32_768}}}}
@@ -142,7 +143,7 @@ def test_cleanup_dry_run_is_default() -> None:
 
 
 @pytest.fixture(params=["seaweedfs", "moto"])
-def example_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def example_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     server: S3Server = request.getfixturevalue(f"{request.param}_server")
     root = f"example-{uuid.uuid4().hex[:10]}"
     env = _env_for(server, root)
@@ -238,13 +239,56 @@ def test_every_asset_materializes(example_env: dict[str, Any]) -> None:
 
     # The cleanup sensor is a dry run by default: it evaluates and deletes nothing.
     before = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)))
-    sensor = defs.get_sensor_def("remote_store_cleanup")
+    sensor = defs.get_repository_def().get_sensor_def("remote_store_cleanup")
     with build_sensor_context(
         instance=instance, resources={"remote_store": resources["remote_store"]}, definitions=defs
     ) as ctx:
         sensor(ctx)
     after = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)))
     assert after == before
+
+
+def test_cleanup_sensor_deletes_a_wiped_asset_when_dry_run_is_off(
+    seaweedfs_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quickstart's "wipe report_csv, the next tick deletes its folder" with RS_EXAMPLE_CLEANUP_DRY_RUN=0."""
+    root = f"example-{uuid.uuid4().hex[:10]}"
+    env = {**_env_for(seaweedfs_server, root), "RS_EXAMPLE_CLEANUP_DRY_RUN": "0"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    defs = build_defs(env)
+    resources: Mapping[str, Any] = defs.resources  # type: ignore[assignment]
+    instance = DagsterInstance.ephemeral()
+    result = materialize(
+        [*ALL_ASSETS],
+        resources=resources,
+        instance=instance,
+        run_config=SMALL_STREAM,
+        selection=AssetSelection.assets("events_stream", "events_by_kind", "report_csv"),
+    )
+    assert result.success
+    fs = _pyarrow_fs(seaweedfs_server)
+    base = f"{BUCKET}/{root}"
+
+    def folders() -> set[str]:
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        return {info.path.removeprefix(base + "/").split("/")[0] for info in infos if info.is_file}
+
+    assert folders() == {"events_stream", "events_by_kind", "report_csv"}
+    sensor = defs.get_repository_def().get_sensor_def("remote_store_cleanup")
+    with build_sensor_context(
+        instance=instance, resources={"remote_store": resources["remote_store"]}, definitions=defs
+    ) as ctx:
+        sensor(ctx)
+    assert folders() == {"events_stream", "events_by_kind", "report_csv"}  # nothing to clean yet
+
+    time.sleep(1.1)  # the sensor keeps objects written in the wipe's second (S3 times are whole seconds)
+    instance.wipe_assets([AssetKey("report_csv")])
+    with build_sensor_context(
+        instance=instance, resources={"remote_store": resources["remote_store"]}, definitions=defs, cursor=ctx.cursor
+    ) as ctx2:
+        sensor(ctx2)
+    assert folders() == {"events_stream", "events_by_kind"}
 
 
 def test_streaming_asset_default_is_a_few_hundred_mb(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -268,7 +312,7 @@ def test_streaming_write_keeps_memory_bounded(seaweedfs_server: S3Server, monkey
     start = pool.max_memory()
     result = materialize(
         [*ALL_ASSETS],
-        resources=defs.resources,  # type: ignore[arg-type]
+        resources=defs.resources,
         run_config={"ops": {"events_stream": {"config": {"total_mb": 96}}}},
         selection=AssetSelection.assets("events_stream", "events_by_kind"),
     )
