@@ -66,6 +66,19 @@ def table(seed: int, total_bytes: int) -> pa.Table:
 
 
 def peak_rss_mb() -> float:
+    """Peak RSS of this process, in MiB.
+
+    ``VmHWM`` belongs to this process's own address space. ``ru_maxrss`` is not
+    usable in a subprocess: it is inherited across fork/exec, so a child of a
+    big pytest process starts with the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 

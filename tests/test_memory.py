@@ -2,9 +2,9 @@
 
 Each direction runs in a fresh interpreter (``tests/_workers.py``) on the
 session SeaweedFS server. The subprocess first warms up (imports, one tiny
-materialize and load through the same IO manager), records its peak RSS as the
-baseline, then streams the big asset; the bound applies to the growth of the
-peak RSS over that baseline. The figures are printed (``pytest -s``).
+materialize and load through the same IO manager), records its peak RSS
+(``VmHWM``) as the baseline, then streams the big asset; the bound applies to
+the growth of the peak RSS over that baseline. The figures are printed (``pytest -s``).
 """
 
 from __future__ import annotations
