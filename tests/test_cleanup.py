@@ -393,7 +393,7 @@ def test_killed_writer_leftover_reclaimed_after_grace_not_before(env: Env, tmp_p
     assert before[env.key(f"{PREFIX}/sales/data.parquet")] == good
 
     # Not before the grace: a long grace keeps it.
-    grace = timedelta(seconds=4)
+    grace = timedelta(seconds=2)
     patient = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=timedelta(minutes=10))
     assert text(env.tick(patient)).startswith("Nothing to clean up")
     assert env.snapshot() == before and env.uploads() == uploads_before
