@@ -67,6 +67,9 @@ def measure(fn: Callable[[], Any], nbytes: int = 0, **extra: Any) -> dict[str, A
     value = fn()
     seconds = time.perf_counter() - t0
     peak = max(_status_kb("VmHWM"), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
+    if "pyarrow" in sys.modules:
+        pool = sys.modules["pyarrow"].default_memory_pool()
+        extra.setdefault("arrow_pool_max_mb", round(pool.max_memory() / MiB, 1))
     out = {
         "seconds": seconds,
         "bytes": nbytes,
