@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -213,19 +214,12 @@ def ensure_dagster_home(env: Mapping[str, str], data_dir: Path) -> Path:
     return home.resolve()
 
 
-def wait_for_ui(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"{url}/server_info", timeout=2):
-                return True
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    return False
-
-
-class _Stop(Exception):
-    pass
+def ui_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/server_info", timeout=2):
+            return True
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -241,16 +235,15 @@ def run(argv: Sequence[str] | None = None) -> int:
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
 
-    server: SeaweedFSServer | None = None
-    stopping = False
+    # Ctrl-C / SIGTERM only set a flag: every step below runs to completion (a process we
+    # started is always recorded before we look at the flag), then we shut down in order.
+    stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            raise _Stop
+        stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server: SeaweedFSServer | None = None
     proc: subprocess.Popen[bytes] | None = None
     try:
         s3_env = external_s3_env(env)
@@ -263,6 +256,8 @@ def run(argv: Sequence[str] | None = None) -> int:
                 f"{s3_env.get('RS_S3_ENDPOINT', 'AWS S3')}; no embedded server"
             )
             check_endpoint(s3_env)
+        if stop.is_set():
+            return 0
         home = ensure_dagster_home(env, data_dir)
         child_env = {**env, **{k: v for k, v in CLIENT_ENV.items() if k not in env}, **s3_env}
         child_env["DAGSTER_HOME"] = str(home)
@@ -282,12 +277,16 @@ def run(argv: Sequence[str] | None = None) -> int:
         _log(f"starting dagster dev (DAGSTER_HOME={home}); the UI will be at {url}")
         # Own session: Ctrl-C reaches only us, and we shut dagster down once, in order.
         proc = subprocess.Popen(cmd, env=child_env, cwd=REPO_ROOT, start_new_session=True)
-        if wait_for_ui(url, proc, timeout=180):
-            _log(f"Dagster UI ready: {url}   (Ctrl-C stops Dagster and the embedded S3 server)")
-        return proc.wait()
-    except _Stop:
-        _log("stopping ...")
-        return 0
+        ready = False
+        while proc.poll() is None and not stop.is_set():
+            if not ready and ui_answers(url):
+                ready = True
+                _log(f"Dagster UI ready: {url}   (Ctrl-C stops Dagster and the embedded S3 server)")
+            stop.wait(0.5 if ready else 0.25)
+        if stop.is_set():
+            _log("stopping ...")
+            return 0
+        return proc.returncode
     finally:
         # A second Ctrl-C must not cut the shutdown short.
         for sig in previous:

