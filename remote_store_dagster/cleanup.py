@@ -57,6 +57,8 @@ RESOURCE_KEY = "remote_store"
 #: Paths shown in the tick text and per asset in an observation.
 SAMPLE_IN_TEXT = 10
 SAMPLE_IN_OBSERVATION = 50
+#: Paths written to the tick's debug log.
+DEBUG_PATHS = 2000
 #: ``ASSET_WIPED`` events handled per tick; the rest wait for the next tick.
 WIPE_EVENTS_PER_TICK = 1000
 _CURSOR_VERSION = 1
@@ -438,7 +440,9 @@ class _Tick:
         text = self._summary(plan, len(objects), outcome)
         self.context.log.info(text)
         if plan.deletions:
-            self.context.log.debug(f"{self.where}: all paths: {', '.join(sorted(plan.deletions))}")
+            listed = sorted(plan.deletions)
+            more = f" (+{len(listed) - DEBUG_PATHS} more)" if len(listed) > DEBUG_PATHS else ""
+            self.context.log.debug(f"{self.where}: paths: {', '.join(listed[:DEBUG_PATHS])}{more}")
         new_cursor = cursor if config.dry_run else last_wipe_id
         return SensorResult(
             skip_reason=text,

@@ -589,3 +589,53 @@ def test_clear_errors(env: Env) -> None:
         dg.build_sensor_context(instance=env.instance, resources={"remote_store": read_only}) as ctx,
     ):
         sensor(ctx)
+
+
+# --- layout parsing and multi-partitions ----------------------------------------------------------
+
+
+def test_no_key_escapes_its_folder() -> None:
+    from datetime import UTC, datetime
+
+    from remote_store_dagster import _layout
+    from remote_store_dagster._cleanup_plan import StoredObject, locate
+
+    now = datetime.now(UTC)
+    odd = ["a/b", "x=y", "..", ".", "_staging", "ünï cödé", "%2F", "k=v/../../etc"]
+    for key in odd:
+        loc = _layout.partition_location(PREFIX, ["a", "b=c", key], {"day": key, "z": key})
+        located = locate(PREFIX, StoredObject(loc.data_path("parquet"), 1, now))
+        assert located.asset == ("a", "b=c", key), loc
+        assert located.partition == (("day", key), ("z", key))
+        assert located.is_data_file and not located.top_reserved
+        assert located.partition_key == f"{key}|{key}"
+    staged = locate(PREFIX, StoredObject(_layout.staging_path(PREFIX, "tok", "a/data.parquet"), 1, now))
+    assert staged.top_reserved and staged.asset is None
+    stray = locate(PREFIX, StoredObject(f"{PREFIX}/a/x=1/b/data.parquet", 1, now))  # not our layout
+    assert stray.asset is None
+
+
+MULTI = dg.MultiPartitionsDefinition({"date": DAILY, "color": COLORS})
+
+
+@dg.asset(partitions_def=MULTI)
+def by_color_and_day() -> pa.Table:
+    return _table("multi")
+
+
+@pytest.mark.parametrize("backend_kind", ["local"], indirect=True)
+def test_keep_last_multi_partitions_by_time_dimension(env: Env) -> None:
+    from remote_store_dagster import _layout
+
+    paths = {}
+    for day in ("2024-01-03", "2024-01-01", "2024-01-02"):
+        for color in ("red", "blue"):
+            folder = _layout.partition_location(PREFIX, ["by_color_and_day"], {"color": color, "date": day})
+            paths[(color, day)] = env.put(folder.data_path("parquet"))
+    before = env.snapshot()
+    sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, keep_last_partitions={"by_color_and_day": 4})
+    result = env.tick(sensor, [*CURRENT_ASSETS, by_color_and_day])
+    gone = {paths[("red", "2024-01-01")], paths[("blue", "2024-01-01")]}
+    assert_only_gone(env, before, env.snapshot(), gone, text(result))
+    (observation,) = result.asset_events
+    assert observation.metadata["remote_store/deleted_partitions"].value == ["blue|2024-01-01", "red|2024-01-01"]
