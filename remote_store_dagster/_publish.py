@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 #: referenced (never destroyed) for the life of the process instead.
 _QUARANTINED_STREAMS: list[Any] = []
 
-_ABORT_ATTEMPTS = 4
+#: Each attempt already includes s3fs's own retries; two bound a dead server's wait.
+_ABORT_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,13 @@ def _s3_multipart_publish(data_path: DataPath, path: str) -> Iterator[pa.NativeF
         else:
             _quarantine(out)
         raise
-    out.close()
+    try:
+        out.close()
+    except BaseException:
+        # The completion (or the last part) failed: abort, so nothing is left to reclaim.
+        with contextlib.suppress(Exception):
+            _abort_uploads(s3, bucket, key, ours)
+        raise
 
 
 def _quarantine(stream: Any) -> None:
