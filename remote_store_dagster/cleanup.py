@@ -241,7 +241,13 @@ class _Tick:
                 for path, size, modified in adapter.s3_list_objects(store, prefix)
             ]
             uploads = []
-            for path, upload_id, initiated in adapter.s3_list_multipart_uploads(store, prefix):
+            try:
+                pending = list(adapter.s3_list_multipart_uploads(store, prefix))
+            except Exception as exc:
+                # Some S3-compatible services do not implement ListMultipartUploads: clean objects anyway.
+                self.context.log.warning(f"{self.where}: cannot list incomplete multipart uploads: {exc}")
+                pending = []
+            for path, upload_id, initiated in pending:
                 size, last_part = adapter.s3_multipart_upload_parts(store, path, upload_id)
                 uploads.append(
                     Upload(
