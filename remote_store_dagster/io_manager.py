@@ -368,13 +368,11 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         fs = dp.filesystem
         if formats.is_binary_io_type(tp):
             return formats.ChunkedReader(fs.open_input_stream(native, buffer_size=formats.READ_BUFFER_BYTES))
-        if tp is bytes:
-            with fs.open_input_stream(native, buffer_size=formats.READ_BUFFER_BYTES) as stream:
-                return stream.read()
+        if tp is bytes or (fmt == "raw" and formats.is_unannotated(tp)):
+            # Whole-object reads: one request for the full size, no read-ahead buffer to refill.
+            with fs.open_input_file(native) as whole:
+                return whole.read()
         if fmt == "raw":
-            if formats.is_unannotated(tp):
-                with fs.open_input_stream(native, buffer_size=formats.READ_BUFFER_BYTES) as stream:
-                    return stream.read()
             raise TypeError(f"raw bytes cannot be loaded as {formats.type_name(tp)}; annotate bytes or BinaryIO")
         if fmt == "pickle":
             with fs.open_input_stream(native, buffer_size=formats.READ_BUFFER_BYTES) as stream:
