@@ -24,19 +24,21 @@ The protocol, per backend:
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from remote_store_dagster import _remote_store_adapter as adapter
 from remote_store_dagster._layout import join, staging_path
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
-    import pyarrow as pa
     import pyarrow.fs as pafs
     from remote_store import Store
 
@@ -49,6 +51,9 @@ _QUARANTINED_STREAMS: list[Any] = []
 
 #: Each attempt already includes s3fs's own retries; two bound a dead server's wait.
 _ABORT_ATTEMPTS = 2
+
+#: Outputs up to this size are buffered and published with a single PutObject.
+SMALL_OBJECT_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -131,46 +136,108 @@ def _abort_uploads(s3: Any, bucket: str, key: str, upload_ids: set[str]) -> bool
     return False
 
 
+@dataclass
+class _MultipartUpload:
+    """A PyArrow multipart upload at the final key whose upload id we know, so we can abort it."""
+
+    out: Any
+    s3: Any
+    bucket: str
+    key: str
+    upload_ids: set[str]
+
+    @classmethod
+    def start(cls, data_path: DataPath, path: str) -> _MultipartUpload:
+        store = data_path.store
+        s3 = adapter.s3fs_filesystem(store)
+        bucket = adapter.backend_bucket(store)
+        native = data_path.native(path)
+        key = native[len(bucket) + 1 :]
+        before = _uploads_for_key(s3, bucket, key)
+        out = data_path.filesystem.open_output_stream(native)
+        try:
+            ours = _uploads_for_key(s3, bucket, key) - before
+        except BaseException:
+            _quarantine(out)
+            raise
+        if not ours:
+            # We could not see our upload, so could not abort it on failure: never
+            # close this stream (that would complete it), and refuse to stream.
+            _quarantine(out)
+            raise RuntimeError(f"cannot identify the multipart upload PyArrow opened for {native}; nothing written")
+        return cls(out, s3, bucket, key, ours)
+
+    def abort(self) -> None:
+        """Abort *before* close: otherwise close() completes a truncated upload.
+
+        Concurrent writers of the same key that opened in our listing window are
+        aborted too: they then fail cleanly instead of racing us.
+        """
+        if _abort_uploads(self.s3, self.bucket, self.key, self.upload_ids):
+            with contextlib.suppress(Exception):
+                self.out.close()
+        else:
+            _quarantine(self.out)
+
+    def complete(self) -> None:
+        try:
+            self.out.close()
+        except BaseException:
+            # The completion (or the last part) failed: abort, so nothing is left to reclaim.
+            with contextlib.suppress(Exception):
+                _abort_uploads(self.s3, self.bucket, self.key, self.upload_ids)
+            raise
+
+
+class _SmallFirstSink(io.RawIOBase):
+    """Keeps the first ``SMALL_OBJECT_BYTES`` in memory, then streams to a multipart upload.
+
+    An output that ends below the threshold is published with one PutObject
+    (atomic, and 1 request instead of 5); a larger one streams with bounded memory.
+    """
+
+    def __init__(self, start_upload: Callable[[], _MultipartUpload]) -> None:
+        super().__init__()
+        self._start_upload = start_upload
+        self.buffer = bytearray()
+        self.upload: _MultipartUpload | None = None
+        self._written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        if self.upload is None:
+            self.buffer += data
+            if len(self.buffer) > SMALL_OBJECT_BYTES:
+                self.upload = self._start_upload()
+                self.upload.out.write(pa.py_buffer(self.buffer))
+                self.buffer = bytearray()
+        else:
+            self.upload.out.write(data)
+        self._written += size
+        return size
+
+    def tell(self) -> int:
+        return self._written
+
+
 @contextlib.contextmanager
 def _s3_multipart_publish(data_path: DataPath, path: str) -> Iterator[pa.NativeFile]:
-    store = data_path.store
-    s3 = adapter.s3fs_filesystem(store)
-    bucket = adapter.backend_bucket(store)
-    native = data_path.native(path)
-    key = native[len(bucket) + 1 :]
-    before = _uploads_for_key(s3, bucket, key)
-    out = data_path.filesystem.open_output_stream(native)
+    sink = _SmallFirstSink(lambda: _MultipartUpload.start(data_path, path))
     try:
-        ours = _uploads_for_key(s3, bucket, key) - before
+        yield pa.PythonFile(sink, mode="w")
     except BaseException:
-        _quarantine(out)
+        if sink.upload is not None:
+            sink.upload.abort()
         raise
-    if not ours:
-        # PyArrow did not open the upload eagerly (a future change?): we could not
-        # abort it, so never close this stream and publish through staging instead.
-        _quarantine(out)
-        with _staged_publish(DataPath(store, data_path.filesystem, data_path.kind), path, "") as staged:
-            yield staged
+    if sink.upload is not None:
+        sink.upload.complete()
         return
-    try:
-        yield out
-    except BaseException:
-        # Abort *before* close: otherwise close() completes a truncated upload.
-        # Concurrent writers of the same key that opened in our window are
-        # aborted too: they then fail cleanly instead of racing us.
-        if _abort_uploads(s3, bucket, key, ours):
-            with contextlib.suppress(Exception):
-                out.close()
-        else:
-            _quarantine(out)
-        raise
-    try:
-        out.close()
-    except BaseException:
-        # The completion (or the last part) failed: abort, so nothing is left to reclaim.
-        with contextlib.suppress(Exception):
-            _abort_uploads(s3, bucket, key, ours)
-        raise
+    single_put = adapter.single_put_filesystem(data_path.store) or data_path.filesystem
+    with single_put.open_output_stream(data_path.native(path)) as out:
+        out.write(pa.py_buffer(sink.buffer))
 
 
 def _quarantine(stream: Any) -> None:

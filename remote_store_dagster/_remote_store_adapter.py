@@ -114,6 +114,14 @@ def tune_s3_pyarrow(backend: Backend, *, session_token: str | None = None) -> No
 
         kwargs["retry_strategy"] = AwsStandardS3RetryStrategy(max_attempts=b._retry.max_attempts)
     b._pa_fs_instance = S3FileSystem(**kwargs)
+    # Same client with delayed open: a body written and closed in one go becomes a
+    # single PutObject (no multipart round trips) -- used for small, in-memory outputs.
+    b._rsd_single_put_fs = S3FileSystem(**kwargs, allow_delayed_open=True)
+
+
+def single_put_filesystem(store: Store) -> pafs.S3FileSystem | None:
+    """The delayed-open twin of the data-path filesystem, if ``tune_s3_pyarrow`` built one."""
+    return getattr(store_backend(store), "_rsd_single_put_fs", None)
 
 
 def pyarrow_filesystem(store: Store) -> pafs.S3FileSystem:
