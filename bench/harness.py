@@ -555,7 +555,7 @@ def render(results: dict[str, dict[str, Any]], header: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="smaller data and 1 repetition (~4 min)")
+    ap.add_argument("--quick", action="store_true", help="smaller data and 1 repetition (~6 min)")
     ap.add_argument("--scenario", action="append", choices=ORDER, help="run only this scenario (repeatable)")
     ap.add_argument("--reps", type=int, default=None, help="override repetitions of every scenario")
     ap.add_argument("--only", action="append", default=[], help="run only cases whose name contains this (repeatable)")
