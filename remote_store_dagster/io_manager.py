@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from dagster import (
     ConfigurableIOManager,
@@ -27,7 +28,7 @@ from remote_store_dagster import _formats as formats
 from remote_store_dagster import _layout as layout
 from remote_store_dagster import _remote_store_adapter as adapter
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError
-from remote_store_dagster._publish import DataPath, data_path_for, open_publish_stream
+from remote_store_dagster._publish import SMALL_OBJECT_BYTES, DataPath, data_path_for, open_publish_stream
 from remote_store_dagster.resources import RemoteStoreResource
 
 __all__ = ["RemoteStoreIOManager"]
@@ -332,8 +333,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
             raise RemoteStoreIOError(f"{asset}: cannot concatenate partitions: {exc}") from None
 
     def _find_stored(self, target: _Target, tp: Any) -> tuple[str, str] | None:
-        import pyarrow.fs as pafs
-
+        """(format, path) of the stored data, trying the likeliest format first (one HEAD each)."""
         dp = self.data_path
         for fmt in formats.preferred_formats(tp):
             path = target.location.data_path(fmt)
@@ -388,7 +388,12 @@ class RemoteStoreIOManager(ConfigurableIOManager):
 
             lazy = pl.scan_pyarrow_dataset(ds.dataset(native, filesystem=fs, format="parquet"))
             return lazy.select(columns) if columns else lazy
-        table = pq.read_table(native, filesystem=fs, columns=columns)
+        source: Any = fs.open_input_file(native)  # no dataset discovery (saves a HEAD)
+        if columns is None and source.size() <= SMALL_OBJECT_BYTES:
+            with source:  # small, all columns: one GET for the file instead of footer + chunk GETs
+                source = pa.BufferReader(source.read_buffer())
+        with source:
+            table = pq.ParquetFile(source, pre_buffer=True).read(columns=columns, use_threads=True)
         return formats.convert_table(table, tp)
 
 
