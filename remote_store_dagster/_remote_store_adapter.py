@@ -161,6 +161,8 @@ def delete_quietly(store: Store, paths: list[str]) -> None:
 
 #: S3 accepts at most this many keys in one ``DeleteObjects`` request.
 S3_DELETE_BATCH = 1000
+#: Bulk delete requests in flight at once.
+S3_DELETE_PARALLELISM = 4
 
 
 def s3_key(store: Store, path: str) -> str:
@@ -197,26 +199,38 @@ def s3_list_objects(store: Store, path: str) -> Iterator[tuple[str, int, datetim
 def s3_delete_objects(store: Store, paths: Sequence[str]) -> tuple[int, list[str]]:
     """Delete store-relative ``paths`` with bulk ``DeleteObjects`` (1000 keys per request).
 
-    Returns (number of requests, error messages); absent keys are not errors.
+    Up to ``S3_DELETE_PARALLELISM`` requests are in flight at once (a request is
+    mostly server time). Returns (number of requests, error messages); absent
+    keys are not errors.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     fs = s3fs_filesystem(store)
     bucket = backend_bucket(store)
-    requests = 0
-    errors: list[str] = []
-    for start in range(0, len(paths), S3_DELETE_BATCH):
-        batch = paths[start : start + S3_DELETE_BATCH]
+    batches = [paths[start : start + S3_DELETE_BATCH] for start in range(0, len(paths), S3_DELETE_BATCH)]
+
+    def delete(batch: Sequence[str]) -> list[str]:
         response = fs.call_s3(
             "delete_objects",
             Bucket=bucket,
             Delete={"Objects": [{"Key": s3_key(store, p)} for p in batch], "Quiet": True},
         )
-        requests += 1
-        for error in response.get("Errors", []) or []:
-            if error.get("Code") != "NoSuchKey":
-                errors.append(f"{error.get('Key')}: {error.get('Code')} {error.get('Message', '')}".strip())
+        return [
+            f"{error.get('Key')}: {error.get('Code')} {error.get('Message', '')}".strip()
+            for error in response.get("Errors", []) or []
+            if error.get("Code") != "NoSuchKey"
+        ]
+
+    errors: list[str] = []
+    if len(batches) > 1:
+        with ThreadPoolExecutor(max_workers=S3_DELETE_PARALLELISM) as pool:
+            for batch_errors in pool.map(delete, batches):
+                errors.extend(batch_errors)
+    elif batches:
+        errors.extend(delete(batches[0]))
     if paths:
         fs.invalidate_cache()
-    return requests, errors
+    return len(batches), errors
 
 
 def s3_list_multipart_uploads(store: Store, path: str) -> Iterator[tuple[str, str, datetime]]:

