@@ -198,16 +198,22 @@ class S3Server:
             "region_name": self.region,
         }
 
-    def create_bucket(self, bucket: str) -> None:
+    def client(self, **config: Any) -> Any:
+        """A boto3 S3 client for this server (``config``: botocore ``Config`` options)."""
         import boto3
+        from botocore.config import Config
 
-        client = boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name=self.region,
+            config=Config(**config) if config else None,
         )
+
+    def create_bucket(self, bucket: str) -> None:
+        client = self.client()
         with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=bucket)
 

@@ -25,7 +25,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import dagster as dg
 import pyarrow as pa
 import pytest
@@ -196,13 +195,7 @@ def env(
     client = None
     if backend_kind != "local":
         server = request.getfixturevalue(f"{backend_kind}_server")
-        client = boto3.client(
-            "s3",
-            endpoint_url=server.endpoint_url,
-            aws_access_key_id=server.access_key,
-            aws_secret_access_key=server.secret_key,
-            region_name=server.region,
-        )
+        client = server.client()
     with dg.instance_for_test() as instance:
         yield Env(
             kind=backend_kind,

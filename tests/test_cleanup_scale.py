@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-import boto3
 import dagster as dg
 import pytest
 
@@ -55,14 +54,7 @@ def _listing(client: Any, prefix: str) -> dict[str, str]:
 def weed(
     seaweedfs_server: SeaweedFSServer, make_remote_store: Callable[..., RemoteStoreResource]
 ) -> Iterator[tuple[Any, RemoteStoreResource]]:
-    client = boto3.client(
-        "s3",
-        endpoint_url=seaweedfs_server.endpoint_url,
-        aws_access_key_id=seaweedfs_server.access_key,
-        aws_secret_access_key=seaweedfs_server.secret_key,
-        region_name=seaweedfs_server.region,
-        config=boto3.session.Config(max_pool_connections=32),
-    )
+    client = seaweedfs_server.client(max_pool_connections=32)
     resource = make_remote_store("seaweedfs")
     yield client, resource
     resource.close()

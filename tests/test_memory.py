@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import _workers as workers
-import boto3
 import pytest
 from conftest import BUCKET
 
@@ -54,13 +53,7 @@ def test_gigabyte_stream_written_and_loaded_in_bounded_memory(
         "seed": 7,
         "total_bytes": TOTAL_BYTES,
     }
-    client = boto3.client(
-        "s3",
-        endpoint_url=seaweedfs_server.endpoint_url,
-        aws_access_key_id=seaweedfs_server.access_key,
-        aws_secret_access_key=seaweedfs_server.secret_key,
-        region_name=seaweedfs_server.region,
-    )
+    client = seaweedfs_server.client()
     try:
         write = run_worker("memwrite", config)
         load = run_worker("memload", config)

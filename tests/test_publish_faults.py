@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 
 import _fault_proxy as fp
 import _workers as workers
-import boto3
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
@@ -91,13 +90,7 @@ def root_of(resource: RemoteStoreResource) -> str:
 
 
 def s3_client(server: S3Server) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint_url,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        region_name=server.region,
-    )
+    return server.client()
 
 
 def visible_files(resource: RemoteStoreResource, folder: str = ASSET) -> dict[str, str]:
