@@ -6,7 +6,9 @@ truncated object replaces the good one.
 
 The protocol, per backend:
 
-* **s3-pyarrow** (zero copy): PyArrow opens a multipart upload straight at the
+* **s3-pyarrow**, output within ``SMALL_OBJECT_BYTES``: buffered in memory and
+  published with one PutObject (atomic; a failure before it sends nothing).
+* **s3-pyarrow**, larger output (zero copy): PyArrow opens a multipart upload straight at the
   final key; S3 shows the new object only when the upload completes, and the
   old object stays readable until then. We note which upload is ours (listing
   uploads for that exact key before and after opening the stream, through the
@@ -14,7 +16,8 @@ The protocol, per backend:
   then let PyArrow close the stream: its completion call then fails with
   ``NoSuchUpload`` instead of publishing. A killed writer or server never
   completes the upload; the cleanup sensor aborts such stale uploads.
-  Cost: two ``ListMultipartUploads`` calls per write.
+  If our upload cannot be identified, the write is refused before any byte is
+  sent. Cost: two ``ListMultipartUploads`` calls per streamed write.
 * **every other backend**: write the whole file under a reserved staging name
   (``<prefix>/_staging/<uuid>.<name>``), then ``Store.move`` it over the final
   name (``os.replace`` on local disk; a single server-side copy elsewhere).
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from remote_store_dagster import _remote_store_adapter as adapter
-from remote_store_dagster._layout import join, staging_path
+from remote_store_dagster._layout import staging_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -83,12 +86,6 @@ def data_path_for(store: Store) -> DataPath:
     from remote_store.ext.arrow import pyarrow_fs
 
     return DataPath(store, pyarrow_fs(store), "store")
-
-
-@dataclass
-class Published:
-    path: str
-    size: int
 
 
 @contextlib.contextmanager
@@ -272,4 +269,4 @@ def _staged_publish(data_path: DataPath, path: str, staging_prefix: str) -> Iter
         raise
 
 
-__all__ = ["DataPath", "data_path_for", "join", "open_publish_stream"]
+__all__ = ["DataPath", "data_path_for", "open_publish_stream"]

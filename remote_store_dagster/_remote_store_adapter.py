@@ -145,13 +145,9 @@ def delete_quietly(store: Store, paths: list[str]) -> None:
     if not paths:
         return
     if is_s3_pyarrow(store):
-        root = store_root(store)
-        keys = [f"{root}/{p}" if root else p for p in paths]
-        s3fs_filesystem(store).call_s3(
-            "delete_objects",
-            Bucket=backend_bucket(store),
-            Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
-        )
+        _, errors = s3_delete_objects(store, paths)
+        if errors:
+            raise OSError(f"could not delete {'; '.join(errors)}")
         return
     for path in paths:
         store.delete(path, missing_ok=True)

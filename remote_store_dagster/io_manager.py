@@ -160,7 +160,8 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         keys = list(context.asset_partition_keys)
         targets = self._asset_targets(asset_path, context.asset_partitions_def, keys, column)
         values = {keys[0]: obj} if len(keys) == 1 else self._split_range(context, obj, keys, column)
-        self._write_and_report(context, targets, values, partitioned=True)
+        folder = layout.asset_folder(self._validated_prefix(), asset_path)
+        self._write_and_report(context, targets, values, partitioned=True, range_folder=folder)
 
     def _split_range(self, context: OutputContext, obj: Any, keys: list[str], column: str) -> dict[str, Any]:
         """One value per partition for a run over a partition range (single-run backfill)."""
@@ -207,11 +208,12 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         values: Mapping[str, Any],
         *,
         partitioned: bool,
+        range_folder: str = "",
     ) -> None:
+        """Write every target, then one metadata entry (a range write reports its asset folder)."""
         total_rows: int | None = 0
         total_bytes = 0
         schema: pa.Schema | None = None
-        uris: list[str] = []
         paths: list[str] = []
         for key, target in targets.items():
             stats, path = self._write_one(context, target, values[key])
@@ -221,14 +223,12 @@ class RemoteStoreIOManager(ConfigurableIOManager):
             else:
                 total_rows += stats.row_count
             schema = stats.schema or schema
-            uris.append(self.uri(path))
             paths.append(path)
+        where = paths[0] if len(paths) == 1 else range_folder
         metadata: dict[str, Any] = {
-            "dagster/uri": MetadataValue.path(uris[0])
-            if len(uris) == 1
-            else MetadataValue.path(self.uri(layout.join(*paths[0].split("/")[: -1 - _hive_depth(paths[0])]))),
+            "dagster/uri": MetadataValue.path(self.uri(where)),
             "remote_store/store": self.store,
-            "remote_store/path": paths[0] if len(paths) == 1 else layout.join(*paths[0].split("/")[:-1]),
+            "remote_store/path": where,
             "stored_bytes": MetadataValue.int(total_bytes),
         }
         if schema is not None and total_rows is not None:
@@ -407,13 +407,3 @@ def _requested_type(context: InputContext) -> Any:
     except DagsterInvariantViolationError:
         return Any
     return dagster_type.typing_type if dagster_type is not None else Any
-
-
-def _hive_depth(path: str) -> int:
-    """How many ``dim=key`` folders sit above a data file."""
-    depth = 0
-    for segment in reversed(path.split("/")[:-1]):
-        if "=" not in segment:
-            break
-        depth += 1
-    return depth

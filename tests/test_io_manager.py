@@ -589,6 +589,9 @@ def test_single_run_backfill_writes_each_partition(io_manager: RemoteStoreIOMana
             },
         )
         assert result.success
+        metadata = result.get_asset_materialization_events()[0].materialization.metadata
+        assert metadata["remote_store/path"].value == f"warehouse/{assets_def.key.path[0]}"
+        assert str(metadata["dagster/uri"].value).endswith(f"/warehouse/{assets_def.key.path[0]}")
 
     store = io_manager.remote_store.get_store("lake")
     days = ["2024-05-01", "2024-05-02", "2024-05-03", "2024-05-04"]
