@@ -325,3 +325,15 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
         code = server.stop()
         assert code == 0, f"scripts/dev exited with {code}:\n{server.log_tail()}"
     assert port_is_free(server.s3_port), "embedded S3 server still listening after scripts/dev stopped"
+
+
+#: The example's assets, written out by hand: the tests compare the code location against this.
+EXPECTED_ASSETS = {
+    "daily_sensor_readings",
+    "readings_daily_stats",
+    "regional_sales",
+    "events_stream",
+    "events_by_kind",
+    "report_csv",
+    "report_csv_digest",
+}

@@ -18,6 +18,7 @@ import duckdb
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
+from _e2e_helpers import EXPECTED_ASSETS
 
 from example_project.dev import EMBEDDED_BUCKET, EMBEDDED_KEY, EMBEDDED_REGION, EMBEDDED_SECRET
 from remote_store_dagster.testing import port_is_free
@@ -32,15 +33,6 @@ pytest_plugins = ["_e2e_helpers"]
 pytestmark = pytest.mark.e2e
 
 DAY = "2025-01-02"
-ALL_ASSETS = {
-    "daily_sensor_readings",
-    "readings_daily_stats",
-    "regional_sales",
-    "events_stream",
-    "events_by_kind",
-    "report_csv",
-    "report_csv_digest",
-}
 EVENTS_CHAIN = ["events_stream", "events_by_kind", "report_csv", "report_csv_digest"]
 
 
@@ -72,7 +64,7 @@ def test_dev_command_prints_ui_address_and_uses_embedded_s3(dev_server: DevServe
 def test_code_location_lists_assets_sensor_and_schedule(dev_server: DevServer) -> None:
     repo = dev_server.repository()
     nodes = {"/".join(n["assetKey"]["path"]): n for n in repo["assetNodes"]}
-    assert set(nodes) == ALL_ASSETS
+    assert set(nodes) == EXPECTED_ASSETS
     assert nodes["daily_sensor_readings"]["isPartitioned"]
     assert nodes["regional_sales"]["isPartitioned"]
     assert not nodes["events_stream"]["isPartitioned"]

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
+from _e2e_helpers import EXPECTED_ASSETS
 from conftest import BUCKET
 from dagster import (
     AssetKey,
@@ -105,15 +106,7 @@ def test_defs_contents() -> None:
     Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
     keys = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
-    assert keys == {
-        "daily_sensor_readings",
-        "readings_daily_stats",
-        "regional_sales",
-        "events_stream",
-        "events_by_kind",
-        "report_csv",
-        "report_csv_digest",
-    }
+    assert keys == EXPECTED_ASSETS
     assert {s.name for s in repo.sensor_defs} == {"remote_store_cleanup"}
     assert {s.name for s in repo.schedule_defs} == {"daily_readings_schedule"}
     for asset in ALL_ASSETS:
