@@ -1,6 +1,7 @@
 """Dagster integration for remote-store's hybrid S3-PyArrow backend."""
 
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError
+from remote_store_dagster._version import __version__
 from remote_store_dagster.cleanup import build_cleanup_sensor
 from remote_store_dagster.io_manager import RemoteStoreIOManager
 from remote_store_dagster.resources import (
@@ -10,8 +11,6 @@ from remote_store_dagster.resources import (
     S3PyArrowResource,
     StoreSpec,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BackendSpec",
