@@ -1,25 +1,38 @@
-# Shared by scripts/dev and scripts/test: make .venv with the pinned dependencies.
+# Shared by scripts/dev, scripts/test and scripts/docs: virtual environments with the pinned dependencies.
 # Re-installs only when pyproject.toml or constraints.txt changed since the last install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PYTHON_BIN="${PYTHON:-python3}"
+export NO_MKDOCS_2_WARNING=1
 
+# ensure_venv [VENV_DIR [PYTHON [EXTRAS]]]: .venv from $PYTHON with the test and docs extras by default.
 ensure_venv() {
-    local stamp want
-    want="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -d' ' -f1)"
-    stamp="$VENV/.rsd-installed"
+    local venv="${1:-$VENV}" python="${2:-$PYTHON_BIN}" extras="${3:-test,docs}" stamp want
+    want="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -d' ' -f1) $extras"
+    stamp="$venv/.rsd-installed"
     if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
         return 0
     fi
-    echo ">> creating $VENV with pinned dependencies (constraints.txt)" >&2
-    if [[ ! -x "$VENV/bin/python" ]]; then
-        "$PYTHON_BIN" -m venv "$VENV"
+    echo ">> creating $venv with pinned dependencies (constraints.txt)" >&2
+    if [[ ! -x "$venv/bin/python" ]]; then
+        "$python" -m venv "$venv"
     fi
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-    "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test]" >&2
-    "$VENV/bin/python" -m pip check >&2
+    "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
+    "$venv/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[$extras]" >&2
+    "$venv/bin/python" -m pip check >&2
     echo "$want" > "$stamp"
+}
+
+# find_python 3.12: a working python3.12 on PATH, else one installed by pyenv; empty when there is none.
+find_python() {
+    local version="$1" candidate
+    for candidate in "python$version" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$version".*/bin/"python$version"; do
+        if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import venv' >/dev/null 2>&1; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
 }
 
 ensure_chromium() {
