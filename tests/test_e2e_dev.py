@@ -105,7 +105,7 @@ def test_materialize_partition_through_graphql(dev_server: DevServer) -> None:
 
 
 def test_quickstart_duckdb_snippet_reads_the_partitions(dev_server: DevServer) -> None:
-    """The README's "See the stored Parquet" snippet, against the embedded server."""
+    """The "See the stored Parquet" snippet of docs/getting-started.md, against the embedded server."""
     if not dev_server.materializations("daily_sensor_readings", partition=DAY):
         dev_server.materialize(["daily_sensor_readings"], partition=DAY)
     s3 = _embedded_fs(dev_server)

@@ -57,6 +57,7 @@ def test_sdist_and_wheel_build_and_pass_twine_check(dist: Path) -> None:
         names = zf.namelist()
         metadata = zf.read(f"remote_store_dagster-{version}.dist-info/METADATA").decode()
     assert "remote_store_dagster/py.typed" in names
+    assert f"remote_store_dagster-{version}.dist-info/licenses/LICENSE" in names
     assert not [n for n in names if n.startswith(("tests/", "example_project/", "bench/", "docs/"))]
     # Single-sourced version; requires-python and classifiers say what scripts/test runs.
     assert f"Version: {version}" in metadata
@@ -72,6 +73,7 @@ def test_sdist_and_wheel_build_and_pass_twine_check(dist: Path) -> None:
         members = tf.getnames()
     assert f"remote_store_dagster-{version}/README.md" in members
     assert f"remote_store_dagster-{version}/pyproject.toml" in members
+    assert f"remote_store_dagster-{version}/LICENSE" in members
 
 
 def test_version_is_single_sourced() -> None:
