@@ -8,6 +8,7 @@ defined), with the ``RS_S3_*`` variables the snippets use pointing at a fresh bu
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+
+#: Raised messages that never reach a user (internal invariants, standard file semantics).
+INTERNAL_ERRORS = {"unreachable", "I/O operation on closed file", "asset key has no path components"}
 
 #: Blocks that cannot run here, per page, and why (the test fails when this drifts).
 SKIPPED = {
@@ -154,3 +158,39 @@ def test_snippets_run(
     defs = namespace.get("defs")
     if isinstance(defs, Definitions):
         Definitions.validate_loadable(defs)
+
+
+def _message_fragments(node: ast.expr) -> list[str]:
+    """The literal text of an error message, split where values are formatted in."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.JoinedStr):
+        text = "".join(v.value if isinstance(v, ast.Constant) else "\0" for v in node.values)
+        return text.split("\0")
+    if isinstance(node, ast.BinOp):
+        return [*_message_fragments(node.left), *_message_fragments(node.right)]
+    return []
+
+
+def raised_messages() -> list[tuple[str, str]]:
+    """(where, longest literal part) of every ``raise X("...")`` in the package."""
+    found = []
+    for module in sorted((ROOT / "remote_store_dagster").glob("*.py")):
+        if module.name == "testing.py":  # test helpers, not the package's runtime errors
+            continue
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args:
+                parts = [p.strip(" :;,.") for p in _message_fragments(node.exc.args[0])]
+                longest = max(parts, key=len, default="")
+                if len(longest) >= 12 and longest not in INTERNAL_ERRORS:
+                    found.append((f"{module.name}:{node.lineno}", longest))
+    return found
+
+
+def test_troubleshooting_lists_every_error_message() -> None:
+    """Each message the package raises has a row (cause and fix) on the troubleshooting page."""
+    page = (DOCS / "troubleshooting.md").read_text()
+    messages = raised_messages()
+    assert len(messages) > 30
+    missing = [f"{where}: {text!r}" for where, text in messages if text not in page]
+    assert not missing, "add these to docs/troubleshooting.md:\n" + "\n".join(missing)
