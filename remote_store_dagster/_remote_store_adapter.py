@@ -16,12 +16,14 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from datetime import datetime
 
     import pyarrow.fs as pafs
     import s3fs
     from remote_store import Backend, Registry, Store
+
+    from remote_store_dagster._s3_upload import S3Upload
 
 S3_PYARROW = "s3-pyarrow"
 
@@ -82,8 +84,9 @@ def tune_s3_pyarrow(backend: Backend, *, session_token: str | None = None) -> No
     The backend builds ``S3FileSystem`` with ``background_writes=True``, which
     queues upload parts in memory (measured: ~388 MB held for a 256 MB upload,
     ~109 MB without) and has no way to pass a session token. We build the same
-    filesystem with ``background_writes=False`` (same throughput here) and the
-    token, and install it where the backend looks for its lazy instance.
+    filesystem with ``background_writes=False`` and the token, and install it
+    where the backend looks for its lazy instance. (The IO manager's own writes
+    do not use PyArrow's output stream any more, see ``_s3_upload``.)
     """
     from pyarrow.fs import S3FileSystem
 
@@ -114,14 +117,6 @@ def tune_s3_pyarrow(backend: Backend, *, session_token: str | None = None) -> No
 
         kwargs["retry_strategy"] = AwsStandardS3RetryStrategy(max_attempts=b._retry.max_attempts)
     b._pa_fs_instance = S3FileSystem(**kwargs)
-    # Same client with delayed open: a body written and closed in one go becomes a
-    # single PutObject (no multipart round trips) -- used for small, in-memory outputs.
-    b._rsd_single_put_fs = S3FileSystem(**kwargs, allow_delayed_open=True)
-
-
-def single_put_filesystem(store: Store) -> pafs.S3FileSystem | None:
-    """The delayed-open twin of the data-path filesystem, if ``tune_s3_pyarrow`` built one."""
-    return getattr(store_backend(store), "_rsd_single_put_fs", None)
 
 
 def pyarrow_filesystem(store: Store) -> pafs.S3FileSystem:
@@ -134,6 +129,30 @@ def s3fs_filesystem(store: Store) -> s3fs.S3FileSystem:
     import s3fs as _s3fs
 
     return store.unwrap(_s3fs.S3FileSystem)
+
+
+def s3_upload(
+    store: Store, path: str, metadata: Mapping[str, str], on_write: Callable[[int], None] | None = None
+) -> S3Upload:
+    """An upload of store-relative ``path`` driven by us through the s3fs client (see ``_s3_upload``).
+
+    PyArrow's output stream cannot set S3 user metadata and hides its upload id; we need both.
+    """
+    from remote_store_dagster._s3_upload import S3Upload
+
+    return S3Upload(s3fs_filesystem(store), backend_bucket(store), s3_key(store, path), metadata, on_write=on_write)
+
+
+def warm_up(store: Store) -> None:
+    """Build the s3fs/botocore client now (imports, credentials, endpoint): ~0.8 s a process pays once.
+
+    Called from resource setup so that the first output of a run does not pay it. No request is sent.
+    """
+    if is_s3_pyarrow(store):
+        import pyarrow.parquet  # noqa: F401
+
+        fs = s3fs_filesystem(store)
+        fs.connect()
 
 
 def delete_quietly(store: Store, paths: list[str]) -> None:
