@@ -85,6 +85,7 @@ class S3Upload(io.RawIOBase):
         self._parts: list[tuple[int, Future[str]]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._slots = threading.BoundedSemaphore(PARTS_IN_FLIGHT)
+        self._failure: BaseException | None = None
         self._finished = False
 
     # --------------------------------------------------------------- io.RawIOBase
@@ -194,25 +195,23 @@ class S3Upload(io.RawIOBase):
         number = len(self._parts) + 1
         if number > MAX_PARTS:
             raise OSError(f"s3://{self._bucket}/{self._key}: more than {MAX_PARTS} parts; the object is too large")
-        self._raise_failed_part()
-        self._slots.acquire()
-        self._raise_failed_part(release=True)
+        self._slots.acquire()  # back-pressure: blocks while PARTS_IN_FLIGHT parts are uploading
+        if self._failure is not None:  # fail fast, in the producer's thread
+            self._slots.release()
+            raise self._failure
         assert self._pool is not None
         future = self._pool.submit(self._upload_part, number, body)
-        future.add_done_callback(lambda _: self._slots.release())
+        future.add_done_callback(self._part_done)
         self._parts.append((number, future))
 
     def _upload_part(self, number: int, body: bytearray) -> str:
         response = self._call("UploadPart", "upload_part", UploadId=self._upload_id, PartNumber=number, Body=body)
         return str(response["ETag"])
 
-    def _raise_failed_part(self, *, release: bool = False) -> None:
-        """Re-raise the first failed part upload in the producer's thread (fail fast)."""
-        for _, future in self._parts:
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                if release:
-                    self._slots.release()
-                future.result()
+    def _part_done(self, future: Future[str]) -> None:
+        if not future.cancelled() and future.exception() is not None and self._failure is None:
+            self._failure = future.exception()
+        self._slots.release()
 
     def _shutdown_pool(self) -> None:
         if self._pool is not None:

@@ -26,8 +26,10 @@ from pydantic import Field, PrivateAttr
 
 from remote_store_dagster import _formats as formats
 from remote_store_dagster import _layout as layout
+from remote_store_dagster import _progress
 from remote_store_dagster import _remote_store_adapter as adapter
-from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError
+from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError, S3RefusedError, s3_refusal_error
+from remote_store_dagster._provenance import Provenance
 from remote_store_dagster._publish import SMALL_OBJECT_BYTES, DataPath, data_path_for, open_publish_stream
 from remote_store_dagster.resources import RemoteStoreResource
 
@@ -68,6 +70,11 @@ class RemoteStoreIOManager(ConfigurableIOManager):
     )
     allow_pickle: bool = Field(default=True, description="Pickle objects that are not tables or bytes.")
     compression: str = Field(default="snappy", description="Parquet compression codec.")
+    code_location: str | None = Field(
+        default=None,
+        description="Code location recorded in each object's provenance (the cleanup sensor decides with it); "
+        "default: the run's code location, detected in deployments and dagster dev.",
+    )
 
     _data_path: DataPath | None = PrivateAttr(default=None)
 
@@ -76,6 +83,14 @@ class RemoteStoreIOManager(ConfigurableIOManager):
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._data_path = None
         self._validated_prefix()
+        # Pay imports and S3 client setup (~0.8 s a process) here, not in the first output.
+        # Only an optimisation: a bad store surfaces, with its clear error, at first use.
+        try:
+            adapter.warm_up(self.data_path.store)
+        except Exception as exc:
+            self._data_path = None
+            if context.log is not None:
+                context.log.debug(f"remote-store warm-up skipped: {exc}")
 
     def _validated_prefix(self) -> str:
         try:
@@ -216,7 +231,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         schema: pa.Schema | None = None
         paths: list[str] = []
         for key, target in targets.items():
-            stats, path = self._write_one(context, target, values[key])
+            stats, path = self._write_one(context, target, values[key], key if partitioned else None)
             total_bytes += stats.stored_bytes
             if stats.row_count is None or total_rows is None:
                 total_rows = None
@@ -241,16 +256,28 @@ class RemoteStoreIOManager(ConfigurableIOManager):
             metadata["remote_store/partitions_written"] = MetadataValue.int(len(paths))
         context.add_output_metadata(metadata)
 
-    def _write_one(self, context: OutputContext, target: _Target, obj: Any) -> tuple[formats.WriteStats, str]:
+    def _write_one(
+        self, context: OutputContext, target: _Target, obj: Any, partition_key: str | None = None
+    ) -> tuple[formats.WriteStats, str]:
         try:
             fmt = formats.output_format(obj, allow_pickle=self.allow_pickle)
         except formats.UnsupportedOutput as exc:
             raise RemoteStoreIOError(f"{target.label}: cannot store output: {exc}") from None
         path = target.location.data_path(fmt)
         dp = self.data_path
-        context.log.debug(f"writing {target.label} as {fmt} to {self.uri(path)}")
+        uri = self.uri(path)
+        context.log.debug(f"writing {target.label} as {fmt} to {uri}")
+        progress = _progress.Progress(
+            context.log.info, "wrote", target.label, uri, interval=_progress.PROGRESS_INTERVAL_SECONDS
+        )
         try:
-            with open_publish_stream(dp, path, staging_prefix=self._validated_prefix()) as out:
+            with open_publish_stream(
+                dp,
+                path,
+                staging_prefix=self._validated_prefix(),
+                provenance=self._provenance(context, partition_key),
+                on_write=progress.update,
+            ) as out:
                 if fmt == "parquet":
                     stats = formats.write_parquet(out, obj, compression=self.compression)
                 elif fmt == "raw":
@@ -261,9 +288,47 @@ class RemoteStoreIOManager(ConfigurableIOManager):
             raise RemoteStoreIOError(f"{target.label}: cannot store output: {exc}") from None
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise RemoteStoreIOError(f"{target.label}: cannot write Parquet: {exc}") from exc
-        stale = [p for p in target.location.candidates() if p != path]
-        adapter.delete_quietly(dp.store, stale)
+        except S3RefusedError as exc:
+            raise RemoteStoreIOError(f"{target.label}: {exc}") from exc
+        progress.rows = stats.row_count
+        progress.done(stats.stored_bytes)
+        if self._other_format_can_exist(context, partition_key, path):
+            stale = [p for p in target.location.candidates() if p != path]
+            try:
+                adapter.delete_quietly(dp.store, stale)
+            except Exception as exc:
+                refusal = s3_refusal_error(exc, "DeleteObjects", target.label)
+                if refusal is not None:
+                    raise RemoteStoreIOError(f"{target.label}: {refusal}") from exc
+                raise
         return stats, path
+
+    def _provenance(self, context: OutputContext, partition_key: str | None) -> Provenance:
+        """What the cleanup sensor needs to know about who wrote this output (op outputs: run and location)."""
+        location = self.code_location or adapter.step_run_code_location(context)
+        if not context.has_asset_key:
+            return Provenance(run_id=context.run_id, code_location=location)
+        return Provenance(
+            run_id=context.run_id,
+            code_location=location,
+            asset_key=context.asset_key.to_user_string(),
+            partition_key=partition_key,
+        )
+
+    def _other_format_can_exist(self, context: OutputContext, partition_key: str | None, path: str) -> bool:
+        """Whether the folder may hold this output in another format (then its siblings are deleted).
+
+        The format follows the output's type, and every write deletes the other formats
+        when the format may have changed. So another format can exist only if the last
+        write stored another one: for an asset (partition) we ask the Dagster instance
+        for its latest materialization's ``remote_store/store`` and ``remote_store/path``
+        (one indexed query); the same store and path means nothing else is there. No
+        record (first write, wiped, instance unreachable) or another path: delete. An op
+        output's folder is new per run, so only a step retry can find anything in it.
+        """
+        if not context.has_asset_key:
+            return adapter.is_step_retry(context)
+        return adapter.latest_recorded_output(context, partition_key) != (self.store, path)
 
     # ------------------------------------------------------------------ input
 

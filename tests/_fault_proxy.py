@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 PASS = "pass"
 ERROR_500 = "500"
 ERROR_503 = "503"
+ACCESS_DENIED = "403"  # what S3 answers an IAM policy without the operation's permission
+NOT_IMPLEMENTED = "501"  # what s3rver answers ListMultipartUploads
 RESET = "reset"  # RST before the request reaches the server
 RESET_AFTER = "reset_after"  # forwarded; RST instead of the server's answer
 
@@ -159,7 +161,7 @@ class FaultProxy:
                 if action == RESET:
                     _reset(client)
                     return
-                if action in (ERROR_500, ERROR_503):
+                if action in (ERROR_500, ERROR_503, ACCESS_DENIED, NOT_IMPLEMENTED):
                     client.sendall(_error_response(int(action)))
                     continue
                 if upstream is None:
@@ -254,8 +256,8 @@ def _read_response(stream: object, method: str) -> bytes:
 
 
 def _error_response(status: int) -> bytes:
-    reason = {500: "Internal Server Error", 503: "Service Unavailable"}[status]
-    code = {500: "InternalError", 503: "SlowDown"}[status]
+    reason = {403: "Forbidden", 500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}[status]
+    code = {403: "AccessDenied", 500: "InternalError", 501: "NotImplemented", 503: "SlowDown"}[status]
     body = (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
         f"<Message>injected by the test proxy</Message><RequestId>fault</RequestId></Error>"

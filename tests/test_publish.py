@@ -1,17 +1,33 @@
-"""The publish protocol's request pattern, counted at a proxy in front of SeaweedFS."""
+"""The publish protocol: its request pattern (counted at a proxy in front of SeaweedFS), provenance, progress.
+
+Small outputs are one PutObject; larger ones CreateMultipartUpload + parts + CompleteMultipartUpload,
+with no ListMultipartUploads, so servers and IAM policies without it work. The provenance rides on
+the object (S3 user metadata, on both paths) or in the sidecar (other backends).
+"""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import _fault_proxy as fp
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import BUCKET
+from dagster import AssetExecutionContext, DagsterInstance, StaticPartitionsDefinition, asset, job, materialize, op
 
-from remote_store_dagster import RemoteStoreResource
+from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
+from remote_store_dagster import _progress as progress_module
+from remote_store_dagster._provenance import Provenance, sidecar_path
 from remote_store_dagster._publish import SMALL_OBJECT_BYTES, data_path_for, open_publish_stream
+from remote_store_dagster._version import __version__
 from remote_store_dagster.testing import SeaweedFSServer
+
+MiB = 1024 * 1024
+LARGE = SMALL_OBJECT_BYTES + 3 * MiB
 
 
 @pytest.fixture
@@ -26,19 +42,44 @@ def proxied(seaweedfs_server: SeaweedFSServer, unique_root: str) -> Iterator[tup
         resource.close()
 
 
-def test_small_output_is_one_put_without_multipart_round_trips(
-    proxied: tuple[fp.FaultProxy, RemoteStoreResource],
+def random_column(nbytes: int) -> pa.Array:
+    """``nbytes`` rows of one random byte each: incompressible, so the Parquet file is as large."""
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(1), nbytes, [None, pa.py_buffer(os.urandom(nbytes))])
+
+
+def write_body(resource: RemoteStoreResource, path: str, body: bytes, **kwargs: Any) -> None:
+    with open_publish_stream(data_path_for(resource.get_store("lake")), path, **kwargs) as out:
+        for start in range(0, len(body), MiB):
+            out.write(body[start : start + MiB])
+
+
+def head_metadata(client: Any, resource: RemoteStoreResource, path: str) -> dict[str, str]:
+    key = f"{resource.stores['lake'].root_path}/{path}"
+    return dict(client.head_object(Bucket=BUCKET, Key=key)["Metadata"])
+
+
+def io_manager(resource: RemoteStoreResource, **kwargs: Any) -> RemoteStoreIOManager:
+    return RemoteStoreIOManager(remote_store=resource, store="lake", **kwargs)
+
+
+# --------------------------------------------------------------------------- request patterns
+
+
+def test_small_output_is_one_put_with_provenance(
+    proxied: tuple[fp.FaultProxy, RemoteStoreResource], seaweedfs_server: SeaweedFSServer
 ) -> None:
     proxy, resource = proxied
     store = resource.get_store("lake")
-    data_path = data_path_for(store)
+    provenance = Provenance(run_id="r-1", code_location="loc", asset_key="a/b", partition_key="2024-01-01|ü x")
     proxy.counts.clear()
-    with open_publish_stream(data_path, "a/data.bin") as out:
+    with open_publish_stream(data_path_for(store), "a/data.bin", provenance=provenance) as out:
         out.write(b"x" * 1000)
         out.write(b"y" * 1000)
         assert out.tell() == 2000
     assert dict(proxy.counts) == {"PUT": 1}
     assert store.read_bytes("a/data.bin") == b"x" * 1000 + b"y" * 1000
+    metadata = head_metadata(seaweedfs_server.client(), resource, "a/data.bin")
+    assert Provenance.from_metadata(metadata) == provenance
 
 
 def test_small_output_that_fails_sends_nothing(proxied: tuple[fp.FaultProxy, RemoteStoreResource]) -> None:
@@ -56,18 +97,213 @@ def test_small_output_that_fails_sends_nothing(proxied: tuple[fp.FaultProxy, Rem
     assert store.read_bytes("a/data.bin") == b"previous"
 
 
-def test_large_output_streams_as_one_identified_multipart_upload(
+def test_large_output_is_create_parts_complete_without_listing_uploads(
+    proxied: tuple[fp.FaultProxy, RemoteStoreResource], seaweedfs_server: SeaweedFSServer
+) -> None:
+    proxy, resource = proxied
+    body = os.urandom(40 * MiB)  # three parts: 16 + 16 + 8 MiB
+    provenance = Provenance(run_id="r-2", asset_key="big")
+    proxy.counts.clear()
+    write_body(resource, "big/data.bin", body, provenance=provenance)
+    assert dict(proxy.counts) == {"CreateMultipartUpload": 1, "UploadPart": 3, "CompleteMultipartUpload": 1}
+    assert resource.get_store("lake").read_bytes("big/data.bin") == body
+    metadata = head_metadata(seaweedfs_server.client(), resource, "big/data.bin")
+    assert Provenance.from_metadata(metadata) == provenance
+
+
+def test_output_just_above_the_small_threshold_is_one_part(
+    proxied: tuple[fp.FaultProxy, RemoteStoreResource],
+) -> None:
+    proxy, resource = proxied
+    body = os.urandom(LARGE)
+    proxy.counts.clear()
+    write_body(resource, "mid/data.bin", body)
+    assert dict(proxy.counts) == {"CreateMultipartUpload": 1, "UploadPart": 1, "CompleteMultipartUpload": 1}
+    assert resource.get_store("lake").read_bytes("mid/data.bin") == body
+
+
+def test_publishes_when_listing_uploads_is_denied(proxied: tuple[fp.FaultProxy, RemoteStoreResource]) -> None:
+    """An IAM policy without s3:ListBucketMultipartUploads (or s3rver's NotImplemented) does not matter."""
+    proxy, resource = proxied
+    proxy.rule = lambda request, count: fp.ACCESS_DENIED if request.operation == "ListMultipartUploads" else fp.PASS
+    table = pa.table({"x": random_column(LARGE)})  # > 8 MiB of Parquet: multipart
+
+    @asset
+    def events() -> pa.Table:
+        return table
+
+    assert materialize([events], resources={"io_manager": io_manager(resource)}).success
+    assert proxy.counts["CreateMultipartUpload"] == 1 and proxy.counts["CompleteMultipartUpload"] == 1
+    assert "ListMultipartUploads" not in proxy.counts
+    dp = data_path_for(resource.get_store("lake"))
+    assert pq.read_table(dp.native("events/data.parquet"), filesystem=dp.filesystem).equals(table)
+
+
+@pytest.mark.parametrize(
+    ("operation", "action", "large", "expected"),
+    [
+        ("PUT", fp.ACCESS_DENIED, False, "S3 denied PutObject (AccessDenied)"),
+        ("CreateMultipartUpload", fp.ACCESS_DENIED, True, "S3 denied CreateMultipartUpload (AccessDenied)"),
+        ("UploadPart", fp.ACCESS_DENIED, True, "S3 denied UploadPart (AccessDenied)"),
+        ("CreateMultipartUpload", fp.NOT_IMPLEMENTED, True, "S3 does not implement CreateMultipartUpload"),
+    ],
+)
+def test_refused_operation_names_operation_permission_and_asset(
+    proxied: tuple[fp.FaultProxy, RemoteStoreResource], operation: str, action: str, large: bool, expected: str
+) -> None:
+    proxy, resource = proxied
+    store = resource.get_store("lake")
+    store.write("events/p=a/data.parquet", b"previous", overwrite=True)
+    proxy.rule = lambda request, count: action if request.operation == operation else fp.PASS
+    size = LARGE if large else 1000
+
+    @asset(partitions_def=StaticPartitionsDefinition(["a"]), metadata={"partition_column": "p"})
+    def events() -> pa.Table:
+        return pa.table({"x": random_column(size)})
+
+    result = materialize(
+        [events], partition_key="a", resources={"io_manager": io_manager(resource)}, raise_on_error=False
+    )
+    assert not result.success
+    message = result.get_step_failure_events()[0].event_specific_data.error.to_string()
+    assert "RemoteStoreIOError" in message
+    assert "asset events partition 'a'" in message
+    assert expected in message
+    assert "s3:PutObject" in message
+    assert store.read_bytes("events/p=a/data.parquet") == b"previous"
+    if large:
+        proxy.rule = fp.pass_all
+        client_uploads = [
+            u
+            for u in seaweedfs_client_uploads(proxy, resource)
+            if u["Key"].startswith(resource.stores["lake"].root_path + "/")
+        ]
+        assert client_uploads == [], "a refused write left its upload behind"
+
+
+def seaweedfs_client_uploads(proxy: fp.FaultProxy, resource: RemoteStoreResource) -> list[dict[str, Any]]:
+    from remote_store_dagster import _remote_store_adapter as adapter
+
+    fs = adapter.s3fs_filesystem(resource.get_store("lake"))
+    prefix = resource.stores["lake"].root_path + "/"
+    return list(fs.call_s3("list_multipart_uploads", Bucket=BUCKET, Prefix=prefix).get("Uploads", []))
+
+
+# --------------------------------------------------------------------------- stale siblings
+
+
+def test_stale_sibling_delete_only_when_another_format_can_exist(
     proxied: tuple[fp.FaultProxy, RemoteStoreResource],
 ) -> None:
     proxy, resource = proxied
     store = resource.get_store("lake")
-    body = os.urandom(SMALL_OBJECT_BYTES + 3 * 1024 * 1024)
+    value: dict[str, Any] = {"v": pa.table({"x": [1]})}
+
+    @asset(name="thing")
+    def thing() -> Any:
+        return value["v"]
+
+    instance = DagsterInstance.ephemeral()
+    resources = {"io_manager": io_manager(resource)}
     proxy.counts.clear()
-    with open_publish_stream(data_path_for(store), "big/data.bin") as out:
-        for start in range(0, len(body), 1024 * 1024):
-            out.write(body[start : start + 1024 * 1024])
-    counts = dict(proxy.counts)
-    assert counts["ListMultipartUploads"] == 2  # before and after opening: that identifies our upload
-    assert counts["CreateMultipartUpload"] == 1 and counts["CompleteMultipartUpload"] == 1
-    assert counts["UploadPart"] >= 1 and "PUT" not in counts
-    assert store.read_bytes("big/data.bin") == body
+    assert materialize([thing], resources=resources, instance=instance).success
+    assert proxy.counts["DeleteObjects"] == 1  # first write this instance knows of: cannot know, so delete
+    proxy.counts.clear()
+    assert materialize([thing], resources=resources, instance=instance).success
+    assert "DeleteObjects" not in proxy.counts  # same format as the recorded latest materialization
+    value["v"] = {"now": "a pickle"}
+    proxy.counts.clear()
+    assert materialize([thing], resources=resources, instance=instance).success
+    assert proxy.counts["DeleteObjects"] == 1  # another format than the recorded one: delete it
+    assert not store.exists("thing/data.parquet"), "the stale Parquet file was not deleted"
+    assert store.exists("thing/data.pickle")
+    instance.wipe_assets([thing.key])
+    value["v"] = pa.table({"x": [2]})
+    proxy.counts.clear()
+    assert materialize([thing], resources=resources, instance=instance).success
+    assert proxy.counts["DeleteObjects"] == 1  # wiped: no record, so delete
+    assert not store.exists("thing/data.pickle")
+
+
+# --------------------------------------------------------------------------- provenance through the IO manager
+
+
+def test_provenance_on_every_backend(
+    remote_store: RemoteStoreResource, backend_kind: str, request: pytest.FixtureRequest
+) -> None:
+    """head-object shows it on S3 (single PUT and multipart), the sidecar on local."""
+    parts = StaticPartitionsDefinition(["small", "large"])
+
+    @asset(key_prefix=["team"], partitions_def=parts)
+    def events(context: AssetExecutionContext) -> pa.Table:
+        size = LARGE if context.partition_key == "large" else 1000
+        return pa.table({"x": random_column(size)})
+
+    @op
+    def emit() -> bytes:
+        return b"op output"
+
+    @job(resource_defs={"io_manager": io_manager(remote_store, code_location="team-loc")})
+    def op_job() -> None:
+        emit()
+
+    manager = io_manager(remote_store, code_location="team-loc")
+    run_ids = {}
+    for key in ("small", "large"):
+        result = materialize([events], partition_key=key, resources={"io_manager": manager})
+        run_ids[key] = result.run_id
+    op_result = op_job.execute_in_process()
+
+    store = remote_store.get_store("lake")
+    found = {}
+    for key in ("small", "large"):
+        path = f"team/events/partition={key}/data.parquet"
+        if backend_kind == "local":
+            found[key] = Provenance.from_json(store.read_bytes(sidecar_path(path)))
+        else:
+            client = request.getfixturevalue(f"{backend_kind}_server").client()
+            found[key] = Provenance.from_metadata(head_metadata(client, remote_store, path))
+        assert found[key] == Provenance(
+            run_id=run_ids[key],
+            code_location="team-loc",
+            asset_key="team/events",
+            partition_key=key,
+            version=__version__,
+        )
+    op_path = f"_runs/{op_result.run_id}/emit/result/data.bin"
+    if backend_kind == "local":
+        op_provenance = Provenance.from_json(store.read_bytes(sidecar_path(op_path)))
+    else:
+        client = request.getfixturevalue(f"{backend_kind}_server").client()
+        op_provenance = Provenance.from_metadata(head_metadata(client, remote_store, op_path))
+    assert op_provenance == Provenance(run_id=op_result.run_id, code_location="team-loc")
+
+
+# --------------------------------------------------------------------------- progress in the run log
+
+
+def test_slow_write_logs_progress_and_one_summary(
+    proxied: tuple[fp.FaultProxy, RemoteStoreResource], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, resource = proxied
+    monkeypatch.setattr(progress_module, "PROGRESS_INTERVAL_SECONDS", 0.2)
+    schema = pa.schema([("x", pa.binary(1))])
+
+    @asset
+    def slow() -> pa.RecordBatchReader:
+        def batches() -> Iterator[pa.RecordBatch]:
+            for _ in range(4):
+                time.sleep(0.3)
+                yield pa.record_batch([random_column(6 * MiB)], schema=schema)
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+    instance = DagsterInstance.ephemeral()
+    result = materialize([slow], resources={"io_manager": io_manager(resource)}, instance=instance)
+    messages = [record.user_message for record in instance.all_logs(result.run_id)]
+    progress = [m for m in messages if m.startswith("asset slow: wrote") and "so far" in m]
+    done = [m for m in messages if m.startswith("asset slow: wrote") and " -> s3://" in m]
+    assert progress, messages
+    assert len(done) == 1, done
+    assert f"{4 * 6 * MiB:,} rows" in done[0]
+    assert "MiB/s" in done[0] and done[0].endswith("/slow/data.parquet")
