@@ -327,6 +327,7 @@ T256 = ["bench", "t256"]
 S1G = ["bench", "s1g"]
 B256 = ["bench", "b256"]
 SMALL = ["bench", "small"]
+RUNS = ["bench", "runs"]
 NOPROTO = ["bench", "noproto"]
 
 
@@ -998,6 +999,85 @@ def _s_polars(cfg: dict[str, Any]) -> dict[str, Any]:
     import polars as pl
 
     return _small_io(cfg, polars_io_manager(cfg), pl.DataFrame, pl.from_arrow)
+
+
+# =========================================================================== S8 one partition per run
+
+
+def _runs_write(cfg: dict[str, Any], iom: Any, *, store_nothing: bool = False) -> dict[str, Any]:
+    """Each small partition written by its own ``dagster.materialize`` run, as a daily schedule does.
+
+    Every run sets the IO manager up again (``setup_for_execution``: clients, connections)
+    and writes one object, so per-run fixed costs count here, unlike in S7. All peers share
+    one ephemeral instance; an untimed warm-up run pays the process's one-time imports.
+    ``store_nothing`` returns ``None``: the IO manager is set up but stores nothing.
+    """
+    import dagster as dg
+
+    _, keys, table = _small_parts(cfg)
+    keys = keys[: cfg["run_partitions"]]
+    pdef = dg.StaticPartitionsDefinition([*keys, "warm"])
+    value = None if store_nothing else table
+
+    @dg.asset(key=RUNS, partitions_def=pdef)
+    def runs() -> Any:
+        return value
+
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"io_manager": iom}
+
+    def run(key: str) -> None:
+        assert dg.materialize([runs], partition_key=key, resources=resources, instance=instance).success
+
+    run("warm")
+
+    def write() -> dict[str, Any]:
+        for key in keys:
+            run(key)
+        return {}
+
+    n = len(keys)
+    return {"phases": {"write": measure(write, table.nbytes * n, items=n)}}
+
+
+@case("runs.dagster-only")
+def _runs_dagster(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The run itself: Dagster's in-memory IO manager, no store."""
+    import dagster as dg
+
+    return _runs_write(cfg, dg.InMemoryIOManager())
+
+
+@case("runs.ours-setup-only")
+def _runs_setup(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Our IO manager set up in every run (registry, clients) but storing nothing (the asset returns None)."""
+    from remote_store_dagster import RemoteStoreIOManager
+
+    return _runs_write(cfg, RemoteStoreIOManager(remote_store=our_resource(cfg), store="lake"), store_nothing=True)
+
+
+@case("runs.ours")
+def _runs_ours(cfg: dict[str, Any]) -> dict[str, Any]:
+    from remote_store_dagster import RemoteStoreIOManager
+
+    return _runs_write(cfg, RemoteStoreIOManager(remote_store=our_resource(cfg), store="lake"))
+
+
+@case("runs.s3-pickle")
+def _runs_pickle(cfg: dict[str, Any]) -> dict[str, Any]:
+    from dagster_aws.s3 import S3PickleIOManager, S3Resource
+
+    iom = S3PickleIOManager(
+        s3_resource=S3Resource(
+            endpoint_url=cfg["endpoint"],
+            aws_access_key_id=cfg["key"],
+            aws_secret_access_key=cfg["secret"],
+            region_name=cfg["region"],
+        ),
+        s3_bucket=cfg["bucket"],
+        s3_prefix="pickle",
+    )
+    return _runs_write(cfg, iom)
 
 
 # --------------------------------------------------------------------------- main
