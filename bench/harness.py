@@ -568,8 +568,8 @@ def render(results: dict[str, dict[str, Any]], header: dict[str, Any]) -> str:
             )
             out.append(
                 "Each run sets the IO manager up again and writes one partition (~10 KB), as a daily schedule "
-                "does; all share one ephemeral instance. *Dagster run only* uses Dagster's in-memory IO manager (the run's "
-                "own cost); *ours set up, nothing stored* returns `None` (our per-run setup)."
+                "does; all share one ephemeral instance. *Dagster run only* uses Dagster's in-memory IO manager "
+                "(the run's own cost); *ours set up, nothing stored* returns `None` (our per-run setup)."
             )
             out.append("")
             out += render_throughput(name, res, ratio_label="S3Pickle", per_item=True)
