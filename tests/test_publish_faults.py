@@ -94,13 +94,14 @@ def s3_client(server: S3Server) -> Any:
 
 
 def visible_files(resource: RemoteStoreResource, folder: str = ASSET) -> dict[str, str]:
-    """Every file a reader listing ``folder`` sees -> sha256 of its bytes."""
+    """Every data file a reader listing ``folder`` sees -> sha256 of its bytes."""
     dp = data_path_for(resource.get_store("lake"))
     base = dp.native(folder)
     infos = dp.filesystem.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     files = {}
     for info in infos:
-        if info.type == pafs.FileType.File:
+        # Like dataset readers, skip names starting with "_" or "." (the provenance sidecar on local).
+        if info.type == pafs.FileType.File and not info.base_name.startswith(("_", ".")):
             with dp.filesystem.open_input_stream(info.path) as stream:
                 files[info.path[len(base) + 1 :]] = hashlib.sha256(stream.read()).hexdigest()
     return files
@@ -375,13 +376,18 @@ def test_server_killed_mid_upload(own_seaweedfs: SeaweedFSServer, unique_root: s
     finally:
         writer.kill()
     print(f"writer failed {fail_seconds:.1f}s after the server was killed: {failed.strip()}")
+    # The run failed in the output handler of our asset (not somewhere else, e.g. at start-up).
+    assert failed.startswith("FAILED DagsterExecutionHandleOutputError"), failed
+    assert 'step "events"' in failed, failed
 
     client = s3_client(server)
     previous.assert_intact()
     resource.close()
-    # The interrupted upload never completed; it is an invisible leftover for the cleanup sensor.
-    for _, parts, _ in pending_uploads(client, resource):
-        assert parts >= 1
+    # The writer's abort could not reach the dead server, so the interrupted upload is still there,
+    # never completed: an invisible leftover for the cleanup sensor.
+    uploads = pending_uploads(client, resource)
+    assert len(uploads) == 1, uploads
+    assert all(parts >= 1 for _, parts, _ in uploads), uploads
     abort_all(client, resource)
 
 
@@ -406,25 +412,39 @@ def both(*rules: fp.Rule) -> fp.Rule:
     return rule
 
 
-NEW_BYTES = 25 * MiB  # three 10 MiB parts
+NEW_BYTES = 40 * MiB  # three 16 MiB parts (the last one smaller)
 
-# name -> (rule, expected outcome: "ok", "fail" or "either")
-SCENARIOS: dict[str, tuple[fp.Rule, str]] = {
-    # transient faults: PyArrow's retries must carry the write through, and the result be complete
-    "upload_part_500_once": (op("UploadPart", fp.ERROR_500, lambda n: n == 2), "ok"),
-    "upload_part_reset_once": (op("UploadPart", fp.RESET, lambda n: n == 2), "ok"),
+# name -> (rule, expected outcome: "ok", "fail" or "either", operations whose fault must have been injected)
+SCENARIOS: dict[str, tuple[fp.Rule, str, set[str]]] = {
+    # transient faults: botocore's retries must carry the write through, and the result be complete
+    "create_upload_500_once": (op("CreateMultipartUpload", fp.ERROR_500, lambda n: n == 1), "ok",
+                               {"CreateMultipartUpload"}),
+    "upload_part_500_once": (op("UploadPart", fp.ERROR_500, lambda n: n == 2), "ok", {"UploadPart"}),
+    "upload_part_reset_once": (op("UploadPart", fp.RESET, lambda n: n == 2), "ok", {"UploadPart"}),
+    "complete_503_once": (op("CompleteMultipartUpload", fp.ERROR_503, lambda n: n == 1), "ok",
+                          {"CompleteMultipartUpload"}),
+    # an IAM policy without s3:ListBucketMultipartUploads (s3rver: NotImplemented): never needed
+    "list_uploads_denied": (op("ListMultipartUploads", fp.ACCESS_DENIED), "ok", set()),
     # persistent faults at each step of the multipart upload: the write fails, the old object stays
-    "create_upload_500": (op("CreateMultipartUpload", fp.ERROR_500), "fail"),
-    "list_uploads_500_after_open": (op("ListMultipartUploads", fp.ERROR_500, lambda n: n >= 2), "fail"),
-    "upload_part_500_after_2": (op("UploadPart", fp.ERROR_500, lambda n: n >= 3), "fail"),
-    "upload_part_reset_after_1": (op("UploadPart", fp.RESET, lambda n: n >= 2), "fail"),
-    "complete_503": (op("CompleteMultipartUpload", fp.ERROR_503), "fail"),
+    "create_upload_500": (op("CreateMultipartUpload", fp.ERROR_500), "fail", {"CreateMultipartUpload"}),
+    "create_upload_reset": (op("CreateMultipartUpload", fp.RESET), "fail", {"CreateMultipartUpload"}),
+    "upload_part_500_after_2": (op("UploadPart", fp.ERROR_500, lambda n: n >= 3), "fail", {"UploadPart"}),
+    "upload_part_reset_after_1": (op("UploadPart", fp.RESET, lambda n: n >= 2), "fail", {"UploadPart"}),
+    "complete_503": (op("CompleteMultipartUpload", fp.ERROR_503), "fail", {"CompleteMultipartUpload"}),
+    "complete_reset": (op("CompleteMultipartUpload", fp.RESET), "fail", {"CompleteMultipartUpload"}),
     # the server completes, but the answer is lost: either outcome is fine, a torn one is not
-    "complete_answer_lost": (op("CompleteMultipartUpload", fp.RESET_AFTER, lambda n: n == 1), "either"),
-    # the abort fails too: the stream must never be closed (which would complete a torn upload)
+    "complete_answer_lost": (op("CompleteMultipartUpload", fp.RESET_AFTER, lambda n: n == 1), "either",
+                             {"CompleteMultipartUpload"}),
+    # the abort fails too: the upload stays incomplete (never completed), for the cleanup sensor
     "upload_part_and_abort_500": (
         both(op("UploadPart", fp.ERROR_500, lambda n: n >= 3), op("AbortMultipartUpload", fp.ERROR_500)),
         "fail",
+        {"UploadPart", "AbortMultipartUpload"},
+    ),
+    "upload_part_500_and_abort_reset": (
+        both(op("UploadPart", fp.ERROR_500, lambda n: n >= 3), op("AbortMultipartUpload", fp.RESET)),
+        "fail",
+        {"UploadPart", "AbortMultipartUpload"},
     ),
 }
 
@@ -439,7 +459,7 @@ def proxy(seaweedfs_server: SeaweedFSServer) -> Iterator[fp.FaultProxy]:
 def test_server_errors_and_resets(
     scenario: str, proxy: fp.FaultProxy, seaweedfs_server: SeaweedFSServer, unique_root: str
 ) -> None:
-    rule, expected = SCENARIOS[scenario]
+    rule, expected, must_inject = SCENARIOS[scenario]
     options = {**seaweedfs_server.backend_options(BUCKET), "endpoint_url": proxy.endpoint_url}
     resource = RemoteStoreResource(
         backends={"main": {"type": "s3-pyarrow", "options": options}},
@@ -457,8 +477,10 @@ def test_server_errors_and_resets(
         raise_on_error=False,
     )
     injected = proxy.injected()
+    counts = dict(proxy.counts)
     proxy.rule = fp.pass_all
-    assert injected, f"{scenario}: no fault was injected ({dict(proxy.counts)})"
+    assert {operation for operation, _ in injected} >= must_inject, f"{scenario}: {injected} ({counts})"
+    assert "ListMultipartUploads" not in counts, counts  # the protocol never lists uploads
 
     success = result.success
     # A failed write's streams may be destroyed later (garbage collection, with the server
@@ -482,6 +504,12 @@ def test_server_errors_and_resets(
         previous.assert_intact()
     if expected == "fail":
         previous.assert_intact()
+    if "AbortMultipartUpload" in must_inject:
+        # Abort refused: the upload is left incomplete, never completed, for the cleanup sensor.
+        assert len(pending_uploads(client, resource)) == 1
+    elif expected == "fail" and "CreateMultipartUpload" not in must_inject:
+        assert counts.get("AbortMultipartUpload", 0) >= 1, counts
+        assert pending_uploads(client, resource) == [], "a failed write left its upload behind"
     abort_all(client, resource)
     resource.close()
 
