@@ -216,7 +216,10 @@ def delete_quietly(store: Store, paths: list[str]) -> None:
     if is_s3_pyarrow(store):
         _, errors = s3_delete_objects(store, paths)
         if errors:
-            raise OSError(f"could not delete {'; '.join(errors)}")
+            # AWS denies DeleteObjects per key (200 with AccessDenied entries): say so, so that
+            # _errors.s3_refusal_error names the missing permission.
+            denied = any(" AccessDenied" in error for error in errors)
+            raise (PermissionError if denied else OSError)(f"could not delete {'; '.join(errors)}")
         return
     for path in paths:
         store.delete(path, missing_ok=True)
@@ -344,6 +347,4 @@ def s3_abort_multipart_upload(store: Store, path: str, upload_id: str) -> None:
     """Abort one multipart upload; an upload that is already gone is fine."""
     fs = s3fs_filesystem(store)
     with contextlib.suppress(FileNotFoundError):
-        fs.call_s3(
-            "abort_multipart_upload", Bucket=backend_bucket(store), Key=s3_key(store, path), UploadId=upload_id
-        )
+        fs.call_s3("abort_multipart_upload", Bucket=backend_bucket(store), Key=s3_key(store, path), UploadId=upload_id)

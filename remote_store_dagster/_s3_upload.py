@@ -39,7 +39,7 @@ MiB = 1024 * 1024
 #: Outputs up to this size are sent with one PutObject (atomic, 1 request).
 SMALL_OBJECT_BYTES = 8 * MiB
 #: Size of the first 1000 parts; it doubles every 1000 parts (S3: at most 10,000 parts of 5 MiB..5 GiB),
-#: so one object can reach ~16 TiB (PyArrow's fixed 10 MiB parts stop at ~97.7 GiB).
+#: so one object can reach ~12 TiB, above S3's 5 TiB object limit (PyArrow's fixed 10 MiB parts stop at ~97.7 GiB).
 PART_BYTES = 16 * MiB
 PARTS_PER_SIZE_STEP = 1000
 MAX_PART_BYTES = 5 * 1024 * MiB
@@ -151,9 +151,7 @@ class S3Upload(io.RawIOBase):
             return
         for attempt in range(ABORT_ATTEMPTS):
             try:
-                self._s3.call_s3(
-                    "abort_multipart_upload", Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
-                )
+                self._s3.call_s3("abort_multipart_upload", Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
                 return
             except FileNotFoundError:
                 return  # already gone (aborted or completed by a retry): nothing to reclaim

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import BUCKET
-from dagster import AssetExecutionContext, DagsterInstance, StaticPartitionsDefinition, asset, job, materialize, op
+from dagster import DagsterInstance, StaticPartitionsDefinition, asset, job, materialize, op
 
 from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
 from remote_store_dagster import _progress as progress_module
@@ -235,7 +235,7 @@ def test_provenance_on_every_backend(
     parts = StaticPartitionsDefinition(["small", "large"])
 
     @asset(key_prefix=["team"], partitions_def=parts)
-    def events(context: AssetExecutionContext) -> pa.Table:
+    def events(context) -> pa.Table:  # type: ignore[no-untyped-def]  # dagster rejects a string annotation
         size = LARGE if context.partition_key == "large" else 1000
         return pa.table({"x": random_column(size)})
 
@@ -307,3 +307,29 @@ def test_slow_write_logs_progress_and_one_summary(
     assert len(done) == 1, done
     assert f"{4 * 6 * MiB:,} rows" in done[0]
     assert "MiB/s" in done[0] and done[0].endswith("/slow/data.parquet")
+
+
+def test_denied_stale_delete_names_the_permission(proxied: tuple[fp.FaultProxy, RemoteStoreResource]) -> None:
+    proxy, resource = proxied
+    proxy.rule = lambda request, count: fp.ACCESS_DENIED if request.operation == "DeleteObjects" else fp.PASS
+
+    @asset
+    def events() -> pa.Table:
+        return pa.table({"x": [1]})
+
+    result = materialize([events], resources={"io_manager": io_manager(resource)}, raise_on_error=False)
+    assert not result.success
+    message = result.get_step_failure_events()[0].event_specific_data.error.to_string()
+    assert "asset events: S3 denied DeleteObjects (AccessDenied)" in message
+    assert "s3:DeleteObject" in message
+    assert resource.get_store("lake").exists("events/data.parquet")  # the data itself was published
+
+
+def test_part_sizes_reach_s3s_object_limit_within_10000_parts() -> None:
+    from remote_store_dagster import _s3_upload as up
+
+    assert up.part_size(1) == up.part_size(1000) == 16 * MiB
+    assert up.part_size(1001) == 32 * MiB
+    assert up.part_size(10_000) == 5 * 1024 * MiB  # capped at S3's part limit
+    assert all(up.part_size(n) >= 5 * MiB for n in range(1, up.MAX_PARTS + 1))
+    assert sum(up.part_size(n) for n in range(1, up.MAX_PARTS + 1)) >= 5 * 1024**4  # S3's 5 TiB object limit
