@@ -333,3 +333,41 @@ def test_part_sizes_reach_s3s_object_limit_within_10000_parts() -> None:
     assert up.part_size(10_000) == 5 * 1024 * MiB  # capped at S3's part limit
     assert all(up.part_size(n) >= 5 * MiB for n in range(1, up.MAX_PARTS + 1))
     assert sum(up.part_size(n) for n in range(1, up.MAX_PARTS + 1)) >= 5 * 1024**4  # S3's 5 TiB object limit
+
+
+def test_buffered_parts_are_bounded_when_the_server_is_slower_than_the_producer(
+    proxied: tuple[fp.FaultProxy, RemoteStoreResource],
+) -> None:
+    """Back-pressure: the producer waits while PARTS_IN_FLIGHT parts upload, so Python holds ~3 parts, not all."""
+    import tracemalloc
+
+    from remote_store_dagster import _remote_store_adapter as adapter
+    from remote_store_dagster import _s3_upload as up
+
+    _, resource = proxied
+    store = resource.get_store("lake")
+    real = adapter.s3fs_filesystem(store)
+
+    class SlowNetwork:
+        """The real client, with part uploads made slower than the producer (a slow link)."""
+
+        def call_s3(self, method: str, **kwargs: Any) -> Any:
+            if method == "upload_part":
+                time.sleep(0.3)
+            return real.call_s3(method, **kwargs)
+
+    total = 24 * up.PART_BYTES
+    chunk = os.urandom(MiB)
+    tracemalloc.start()
+    try:
+        upload = up.S3Upload(SlowNetwork(), BUCKET, f"{resource.stores['lake'].root_path}/slow.bin", {})
+        with up.guarded(upload):
+            for _ in range(total // MiB):
+                upload.write(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(store.read_bytes("slow.bin")) == total
+    # Two parts uploading + one filling, plus transient copies in the request pipeline (measured
+    # ~127 MiB traced peak; without back-pressure every one of the 24 parts is alive at once).
+    assert peak <= 10 * up.PART_BYTES, peak / MiB
