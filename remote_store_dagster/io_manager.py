@@ -297,7 +297,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
             try:
                 adapter.delete_quietly(dp.store, stale)
             except Exception as exc:
-                refusal = s3_refusal_error(exc, "DeleteObjects", target.label)
+                refusal = s3_refusal_error(exc, "DeleteObjects", uri)
                 if refusal is not None:
                     raise RemoteStoreIOError(f"{target.label}: {refusal}") from exc
                 raise
