@@ -256,7 +256,8 @@ def _read_response(stream: object, method: str) -> bytes:
 
 
 def _error_response(status: int) -> bytes:
-    reason = {403: "Forbidden", 500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}[status]
+    reasons = {403: "Forbidden", 500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}
+    reason = reasons[status]
     code = {403: "AccessDenied", 500: "InternalError", 501: "NotImplemented", 503: "SlowDown"}[status]
     body = (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
