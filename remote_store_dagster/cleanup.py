@@ -1,7 +1,9 @@
 """``build_cleanup_sensor``: stored data follows the Dagster catalog.
 
-A sensor that, on each tick, lists everything below ``<store root>/<prefix>/``
-once and deletes what its policies select:
+A sensor that, on each tick, lists what its policies need below
+``<store root>/<prefix>/`` (everything when orphans are on; otherwise only
+``_staging`` and the folders of newly wiped and retained assets) and deletes
+what its policies select:
 
 * **leftovers** of failed writes: objects under ``<prefix>/_staging/`` and (on
   s3-pyarrow) incomplete multipart uploads, older than ``leftover_grace``;
@@ -63,7 +65,7 @@ from remote_store_dagster._cleanup_plan import (
     Wipe,
 )
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError
-from remote_store_dagster._layout import STAGING_DIR, join, normalize_prefix
+from remote_store_dagster._layout import STAGING_DIR, asset_folder, join, normalize_prefix
 from remote_store_dagster._provenance import SIDECAR_NAME, Provenance, sidecar_path
 from remote_store_dagster.resources import RemoteStoreResource
 
@@ -402,15 +404,34 @@ class _Tick:
 
     # -- listing
 
-    def _iter_objects(self, store: Store, now: datetime) -> Iterator[StoredObject]:
-        """Every object below the prefix, page by page (the caller acts before the next page)."""
+    def _scopes(self, wipes: Sequence[Wipe], keep_last: Mapping[AssetPath, int]) -> list[str]:
+        """The folders this tick must list: only what its policies look at.
+
+        Orphans need everything below the prefix. Otherwise: ``_staging`` (leftovers),
+        the folders of assets wiped since the cursor and of ``keep_last_partitions``
+        assets, so a steady-state tick costs requests in proportion to in-flight
+        writes and new wipes, not to the number of stored objects.
+        """
         prefix = self.config.prefix
+        if self.config.delete_orphans:
+            return [prefix]
+        wanted = {join(prefix, STAGING_DIR)}
+        wanted.update(asset_folder(prefix, wipe.asset) for wipe in wipes)
+        wanted.update(asset_folder(prefix, asset) for asset in keep_last)
+        scopes: list[str] = []
+        for scope in sorted(wanted):  # a parent sorts before its children: list it once
+            if not any(scope.startswith(kept + "/") for kept in scopes):
+                scopes.append(scope)
+        return scopes
+
+    def _iter_objects(self, store: Store, scope: str, now: datetime) -> Iterator[StoredObject]:
+        """Every object below folder ``scope``, page by page (the caller acts before the next page)."""
         if adapter.is_s3_pyarrow(store):
-            for path, size, modified in adapter.s3_list_objects(store, prefix):
+            for path, size, modified in adapter.s3_list_objects(store, scope):
                 yield StoredObject(path, size, plan_mod.utc(modified))
             return
         try:
-            infos = list(store.list_files(prefix, recursive=True))
+            infos = list(store.list_files(scope, recursive=True))
         except RemoteStoreError as exc:
             if type(exc).__name__ == "NotFound":
                 return
@@ -693,7 +714,8 @@ class _Tick:
         try:
             # Leftovers need no other page: their deletes go out while the listing is still paging.
             located: list[Located] = []
-            for obj in self._iter_objects(store, now):
+            objects = (obj for scope in self._scopes(wipes, keep_last) for obj in self._iter_objects(store, scope, now))
+            for obj in objects:
                 listed += 1
                 item = plan_mod.locate(config.prefix, obj)
                 if plan_mod.is_leftover(config.prefix, item, now, config.leftover_grace):
