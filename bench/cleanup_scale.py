@@ -7,7 +7,10 @@ failed-write leftovers under ``_staging/``, the rest live partitions of one
 asset), then runs
 
 1. a tick that deletes the leftovers (pipelined ``DeleteObjects`` while listing),
-2. a steady-state tick (nothing to delete: the cost every tick pays),
+2. a steady-state tick (nothing to delete: the cost every tick pays with the
+   default policies, which list only ``_staging`` and newly wiped assets),
+3. a steady-state tick with ``delete_orphans=True`` (orphans need the whole
+   listing: the cost that grows with the number of stored objects),
 
 counting every S3 request the sensor's control path makes (a wrapper around
 the s3fs ``call_s3`` it uses). Prints one JSON line; not part of the test suite.
@@ -75,7 +78,12 @@ def tick(sensor: Any, resource: Any, defs: Any, instance: Any) -> dict[str, Any]
         finally:
             del fs.call_s3
     message = result.skip_reason.skip_message if result.skip_reason else ""
-    return {"seconds": round(seconds, 2), "requests": dict(calls), "total_requests": sum(calls.values()), "text": message[:160]}
+    return {
+        "seconds": round(seconds, 2),
+        "requests": dict(calls),
+        "total_requests": sum(calls.values()),
+        "text": message[:160],
+    }
 
 
 def main() -> None:
@@ -112,10 +120,14 @@ def main() -> None:
         def big() -> None: ...
 
         sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=timedelta(0))
-        defs = dg.Definitions(assets=[big], sensors=[sensor], resources={"remote_store": resource})
+        full = build_cleanup_sensor(
+            "full_listing", store="lake", prefix=PREFIX, delete_orphans=True, code_location="bench"
+        )
+        defs = dg.Definitions(assets=[big], sensors=[sensor, full], resources={"remote_store": resource})
         with dg.instance_for_test() as instance:
             deleting = tick(sensor, resource, defs, instance)
             steady = tick(sensor, resource, defs, instance)
+            steady_full = tick(full, resource, defs, instance)
         resource.close()
     finally:
         server.cleanup()
@@ -125,6 +137,7 @@ def main() -> None:
         "populate_s": round(populate_s, 1),
         "tick_deleting": deleting,
         "tick_steady": steady,
+        "tick_steady_full_listing": steady_full,
         "cpus": os.cpu_count(),
         "load_avg": os.getloadavg(),
     }

@@ -457,3 +457,26 @@ def test_cursor_keeps_undecided_wipes_bounded() -> None:
     high, pending = _next_cursor(10_000, undecided)
     assert pending == undecided[:MAX_PENDING_WIPES]
     assert high == undecided[MAX_PENDING_WIPES] - 1  # the first that does not fit is read again
+
+
+@pytest.mark.parametrize("backend_kind", ["local"], indirect=True)
+def test_code_location_defaults_to_where_the_sensor_runs(env: Env) -> None:
+    """Without ``code_location=``, the sensor is the code location the daemon evaluates it in."""
+    from dagster._core.execution.build_resources import wrap_resources_for_execution
+    from dagster._core.remote_origin import RegisteredCodeLocationOrigin
+
+    removed = env.put(env.data("a_removed"), Provenance(run_id="r", code_location="A", asset_key="a_removed"))
+    env.put(env.data("b_gone"), Provenance(run_id="r", code_location="B", asset_key="b_gone"))
+    before = env.snapshot()
+    sensor = _sensor(None, name="cleanup", delete_orphans=True)
+    defs = dg.Definitions(assets=[a_live], sensors=[sensor], resources={"remote_store": env.resource})
+    with dg.SensorEvaluationContext(
+        instance_ref=None,
+        instance=env.instance,
+        repository_def=defs.get_repository_def(),
+        resources=wrap_resources_for_execution({"remote_store": env.resource}),
+        code_location_origin=RegisteredCodeLocationOrigin("A"),
+    ) as ctx:
+        result = sensor(ctx)
+    assert isinstance(result, dg.SensorResult)
+    assert gone(before, env.snapshot()) == {env.key(removed), env.key(sidecar_path(removed))}, text(result)
