@@ -480,3 +480,15 @@ def test_code_location_defaults_to_where_the_sensor_runs(env: Env) -> None:
         result = sensor(ctx)
     assert isinstance(result, dg.SensorResult)
     assert gone(before, env.snapshot()) == {env.key(removed), env.key(sidecar_path(removed))}, text(result)
+
+
+@pytest.mark.parametrize("backend_kind", ["local"], indirect=True)
+def test_sidecar_older_than_its_data_is_not_trusted(env: Env) -> None:
+    """A data file rewritten after its sidecar (a crash between the two) counts as unstamped."""
+    path = env.put(env.data("a_removed"), Provenance(run_id="r", code_location="A", asset_key="a_removed"))
+    time.sleep(0.05)
+    env.store.write(path, b"rewritten by someone else", overwrite=True)
+    before = env.snapshot()
+    result = env.tick(_sensor("A", delete_orphans=True), [a_live])
+    assert env.snapshot() == before, text(result)
+    assert "orphan folders without provenance" in text(result)
