@@ -128,8 +128,10 @@ def build_cleanup_sensor(
             is ever listed or deleted.
         leftover_grace: Minimum age of failed-write leftovers (``_staging`` objects, incomplete
             multipart uploads) before they are deleted; younger ones may be writes in flight.
-        delete_wiped: Delete the data of assets wiped in Dagster, except what was written or
-            materialized after the wipe.
+        delete_wiped: Delete the data of assets (and partitions) wiped in Dagster, decided by the
+            run that wrote each object: materialized before the wipe -> deleted (even in the same
+            second), after it -> kept, run still running -> decided on a later tick. Objects
+            without provenance: deleted when last modified before the wipe's second.
         delete_orphans: Delete asset folders of assets this code location does not define, when
             every data file in them was written by this code location (per its provenance).
             Folders with any file of another code location, or without provenance, are kept.
@@ -144,7 +146,7 @@ def build_cleanup_sensor(
             manager stamps (its ``code_location`` field, else the run's code location). Default:
             the code location the sensor is evaluated in (daemon / ``dagster dev``).
         delete_unstamped_orphans: Also delete orphaned folders whose data has no provenance or
-            no code location in it (written by versions before 0.x, by other tools, or by
+            no code location in it (written before provenance existed, by other tools, or by
             in-process ``materialize``). Risk: such data may belong to another code location or
             tool writing below the same prefix; only enable when this code location alone writes
             there. Data stamped with another code location is never deleted.
