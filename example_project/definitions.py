@@ -60,6 +60,10 @@ def build_defs(env: Mapping[str, str] | None = None) -> Definitions:
         prefix=PREFIX,
         leftover_grace=timedelta(hours=1),
         delete_wiped=True,
+        # Safe with other code locations below the same prefix: an orphaned folder is deleted only
+        # when the provenance of every data file in it names this code location (the IO manager
+        # stamps the run's code location, "example_project" in workspace.yaml); data of other
+        # locations, other tools or older versions is kept (delete_unstamped_orphans stays off).
         delete_orphans=True,
         keep_last_partitions={"daily_sensor_readings": KEEP_DAILY_PARTITIONS},
         dry_run=cleanup_dry_run(env),

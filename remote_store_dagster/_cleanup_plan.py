@@ -15,7 +15,7 @@ sub-folders, never the folder of another asset nested below it (asset
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -32,6 +32,8 @@ from remote_store_dagster._layout import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    from remote_store_dagster._provenance import Provenance
+
 DATA_FILE_NAMES = frozenset(data_file_name(fmt) for fmt in FORMAT_EXTENSIONS)
 
 LEFTOVER = "leftover"
@@ -39,6 +41,16 @@ WIPED = "wiped"
 ORPHAN = "orphan"
 RETENTION = "retention"
 POLICIES = (LEFTOVER, WIPED, ORPHAN, RETENTION)
+
+# Whose data an object is, per its provenance and the sensor's code location.
+OURS = "ours"
+FOREIGN = "foreign"  # written by another code location (or for another asset)
+UNSTAMPED = "unstamped"  # no provenance, or no code location in it: cannot be proven ours
+
+# What a wipe means for one object.
+DELETE = "delete"
+KEEP = "keep"
+WAIT = "wait"  # its run is still running: decided on a later tick
 
 AssetPath = tuple[str, ...]
 Partition = tuple[tuple[str, str], ...]
@@ -146,6 +158,8 @@ class Wipe:
 class Plan:
     deletions: dict[str, Deletion] = field(default_factory=dict)
     aborts: list[Abort] = field(default_factory=list)
+    #: Why objects or folders a policy looked at were kept (reported in the tick text).
+    kept: Counter[str] = field(default_factory=Counter)
 
     def add(self, located: Located, policy: str) -> None:
         self.deletions.setdefault(located.obj.path, Deletion(located.obj, policy, located.asset))
@@ -164,14 +178,18 @@ def leftovers(
     An upload's age counts from its newest part (a writer still streaming
     parts is alive however long ago it started).
     """
-    staging = join(prefix, STAGING_DIR) + "/"
     for item in located:
-        if item.obj.path.startswith(staging) and now - item.obj.modified > grace:
+        if is_leftover(prefix, item, now, grace):
             plan.add(item, LEFTOVER)
     for upload in uploads:
         if now - upload.last_activity > grace:
             asset = locate(prefix, StoredObject(upload.path, 0, upload.initiated)).asset
             plan.aborts.append(Abort(upload, asset or None))
+
+
+def is_leftover(prefix: str, item: Located, now: datetime, grace: timedelta) -> bool:
+    """A ``_staging`` object older than ``grace``: decided without seeing the rest of the listing."""
+    return item.obj.path.startswith(join(prefix, STAGING_DIR) + "/") and now - item.obj.modified > grace
 
 
 def _by_asset(located: Iterable[Located]) -> dict[AssetPath, list[Located]]:
@@ -182,50 +200,103 @@ def _by_asset(located: Iterable[Located]) -> dict[AssetPath, list[Located]]:
     return groups
 
 
-def wiped(
-    plan: Plan,
-    located: Iterable[Located],
-    wipes: Iterable[Wipe],
-    kept_paths: Callable[[Wipe], set[str]],
-) -> None:
-    """Objects of assets wiped in Dagster.
+def wipes_by_asset(wipes: Iterable[Wipe]) -> dict[AssetPath, list[Wipe]]:
+    groups: dict[AssetPath, list[Wipe]] = defaultdict(list)
+    for wipe in sorted(wipes, key=lambda w: w.storage_id):
+        groups[wipe.asset].append(wipe)
+    return groups
+
+
+def covering_wipe(wipes: Sequence[Wipe], item: Located) -> Wipe | None:
+    """The latest of ``wipes`` (oldest first) that covers ``item``'s asset folder or partition.
+
+    The latest one decides: data from before it is wiped, data from after it
+    is newer than every earlier wipe too.
+    """
+    for wipe in reversed(wipes):
+        if wipe.partition_keys is None or (item.partition and item.partition_key in wipe.partition_keys):
+            return wipe
+    return None
+
+
+def wiped_by_time(item: Located, wipe: Wipe, kept_paths: set[str]) -> str:
+    """The rule for objects without provenance: written before the wipe's second.
 
     Kept: objects written at or after the second of the wipe (S3 times have
     one-second resolution) and objects that a materialization recorded after
     the wipe points to (``kept_paths``).
     """
-    groups = _by_asset(located)
-    for wipe in wipes:
-        items = groups.get(wipe.asset, [])
-        if not items:
-            continue
-        keep = kept_paths(wipe)
-        wipe_second = datetime.fromtimestamp(int(wipe.timestamp), tz=UTC)
-        for item in items:
-            if item.obj.modified >= wipe_second or item.obj.path in keep:
-                continue
-            if wipe.partition_keys is not None and (
-                not item.partition or item.partition_key not in wipe.partition_keys
-            ):
-                continue
-            plan.add(item, WIPED)
+    wipe_second = datetime.fromtimestamp(int(wipe.timestamp), tz=UTC)
+    return KEEP if item.obj.modified >= wipe_second or item.obj.path in kept_paths else DELETE
 
 
-def orphans(
-    plan: Plan,
+@dataclass(frozen=True)
+class RunFacts:
+    """What the instance knows about the run that wrote an object."""
+
+    finished: bool
+    end_time: float | None
+    #: (asset path, partition key or None) -> timestamp of the run's latest materialization of it
+    materialized: Mapping[tuple[AssetPath, str | None], float]
+
+
+def ownership(provenance: Provenance | None, location: str | None, asset: AssetPath) -> str:
+    """``OURS`` only when the provenance names this code location and this asset."""
+    if provenance is None or provenance.code_location is None:
+        return UNSTAMPED
+    if location is None or provenance.code_location != location:
+        return FOREIGN
+    if provenance.asset_key is not None and provenance.asset_key != "/".join(asset):
+        return FOREIGN
+    return OURS
+
+
+def wiped_by_run(
+    asset: AssetPath,
+    provenance: Provenance,
+    wipe: Wipe,
+    run: RunFacts | None,
+    location: str | None,
+) -> str | None:
+    """Delete, keep or wait, by the run that wrote the object; ``None``: use ``wiped_by_time``.
+
+    * another code location's data (or another asset's): kept;
+    * the run materialized this asset (partition) before the wipe: deleted,
+      after it: kept (float timestamps, no one-second rounding);
+    * no materialization yet and the run is still running: wait;
+    * the run ended without materializing it: deleted if it ended before the wipe;
+    * the run is unknown to this instance (deleted, or another deployment's):
+      the timestamp rule if the object is stamped with this code location, kept otherwise.
+    """
+    if provenance.code_location is not None and provenance.code_location != location:
+        return KEEP
+    if provenance.asset_key is not None and provenance.asset_key != "/".join(asset):
+        return KEEP
+    if run is None:
+        return None if provenance.code_location is not None else KEEP
+    materialized = run.materialized.get((asset, provenance.partition_key))
+    if materialized is not None:
+        return DELETE if materialized < wipe.timestamp else KEEP
+    if not run.finished:
+        return WAIT
+    return DELETE if run.end_time is not None and run.end_time < wipe.timestamp else KEEP
+
+
+def orphan_candidates(
     located: Iterable[Located],
     defined: set[AssetPath],
     now: datetime,
     grace: timedelta,
-) -> None:
+) -> dict[AssetPath, list[Located]]:
     """Asset folders (with at least one data file) of assets this code location does not define,
-    whose newest object is older than ``grace``."""
+    whose newest object is older than ``grace``: orphans if their provenance says they are ours."""
+    found = {}
     for asset, items in _by_asset(located).items():
         if asset in defined or not any(item.is_data_file for item in items):
             continue
         if now - max(item.obj.modified for item in items) > grace:
-            for item in items:
-                plan.add(item, ORPHAN)
+            found[asset] = items
+    return found
 
 
 def retention(

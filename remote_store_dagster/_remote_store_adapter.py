@@ -273,21 +273,10 @@ def s3_delete_objects(store: Store, paths: Sequence[str]) -> tuple[int, list[str
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    fs = s3fs_filesystem(store)
-    bucket = backend_bucket(store)
     batches = [paths[start : start + S3_DELETE_BATCH] for start in range(0, len(paths), S3_DELETE_BATCH)]
 
     def delete(batch: Sequence[str]) -> list[str]:
-        response = fs.call_s3(
-            "delete_objects",
-            Bucket=bucket,
-            Delete={"Objects": [{"Key": s3_key(store, p)} for p in batch], "Quiet": True},
-        )
-        return [
-            f"{error.get('Key')}: {error.get('Code')} {error.get('Message', '')}".strip()
-            for error in response.get("Errors", []) or []
-            if error.get("Code") != "NoSuchKey"
-        ]
+        return _s3_delete_batch(store, batch)
 
     errors: list[str] = []
     if len(batches) > 1:
@@ -297,7 +286,7 @@ def s3_delete_objects(store: Store, paths: Sequence[str]) -> tuple[int, list[str
     elif batches:
         errors.extend(delete(batches[0]))
     if paths:
-        fs.invalidate_cache()
+        s3fs_filesystem(store).invalidate_cache()
     return len(batches), errors
 
 
@@ -348,3 +337,91 @@ def s3_abort_multipart_upload(store: Store, path: str, upload_id: str) -> None:
     fs = s3fs_filesystem(store)
     with contextlib.suppress(FileNotFoundError):
         fs.call_s3("abort_multipart_upload", Bucket=backend_bucket(store), Key=s3_key(store, path), UploadId=upload_id)
+
+
+#: ``HeadObject`` requests in flight at once when the cleanup sensor reads provenance.
+S3_HEAD_PARALLELISM = 16
+#: Bulk delete requests a pipelined deleter lets queue up before ``add`` blocks.
+S3_DELETE_QUEUE = 2 * S3_DELETE_PARALLELISM
+
+
+def s3_object_metadata(store: Store, path: str) -> dict[str, str] | None:
+    """The S3 user metadata of one object (``HeadObject``), ``None`` if the object is gone.
+
+    Keys come back without ``x-amz-meta-``; this is where the IO manager's
+    provenance lives (``_provenance.Provenance.from_metadata``).
+    """
+    fs = s3fs_filesystem(store)
+    try:
+        response = fs.call_s3("head_object", Bucket=backend_bucket(store), Key=s3_key(store, path))
+    except FileNotFoundError:
+        return None
+    return {str(k): str(v) for k, v in (response.get("Metadata") or {}).items()}
+
+
+class S3BulkDeleter:
+    """Deletes store-relative paths with bulk ``DeleteObjects`` while the caller is still adding.
+
+    Every 1000 added paths become one request on a small thread pool (at most
+    ``S3_DELETE_PARALLELISM`` in flight); ``add`` blocks when ``S3_DELETE_QUEUE``
+    requests are pending, so memory stays bounded however many keys a listing
+    yields. ``close`` sends the rest and waits; errors (absent keys are none) are
+    collected, never raised mid-way, so the caller decides what a failure means.
+    """
+
+    def __init__(self, store: Store) -> None:
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._store = store
+        self._pool = ThreadPoolExecutor(max_workers=S3_DELETE_PARALLELISM)
+        self._slots = threading.BoundedSemaphore(S3_DELETE_QUEUE)
+        self._batch: list[str] = []
+        self._futures: list[Any] = []
+        self.requests = 0
+        self.errors: list[str] = []
+
+    def add(self, path: str) -> None:
+        self._batch.append(path)
+        if len(self._batch) >= S3_DELETE_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        self._slots.acquire()
+        self.requests += 1
+
+        def run() -> list[str]:
+            try:
+                return _s3_delete_batch(self._store, batch)
+            except Exception as exc:  # reported with the others; the tick decides
+                return [f"DeleteObjects of {len(batch)} keys (first {batch[0]}): {exc}"]
+            finally:
+                self._slots.release()
+
+        self._futures.append(self._pool.submit(run))
+
+    def close(self) -> tuple[int, list[str]]:
+        """Send what is left, wait for every request; (requests, errors)."""
+        self._flush()
+        for future in self._futures:
+            self.errors.extend(future.result())
+        self._pool.shutdown(wait=True)
+        if self.requests:
+            s3fs_filesystem(self._store).invalidate_cache()
+        return self.requests, self.errors
+
+
+def _s3_delete_batch(store: Store, batch: Sequence[str]) -> list[str]:
+    response = s3fs_filesystem(store).call_s3(
+        "delete_objects",
+        Bucket=backend_bucket(store),
+        Delete={"Objects": [{"Key": s3_key(store, p)} for p in batch], "Quiet": True},
+    )
+    return [
+        f"{error.get('Key')}: {error.get('Code')} {error.get('Message', '')}".strip()
+        for error in response.get("Errors", []) or []
+        if error.get("Code") != "NoSuchKey"
+    ]

@@ -1,26 +1,34 @@
 """``build_cleanup_sensor``: stored data follows the Dagster catalog.
 
-A sensor that, on each tick, lists everything below ``<store root>/<prefix>/``
-once and deletes what its policies select:
+A sensor that, on each tick, lists what its policies need below
+``<store root>/<prefix>/`` (everything when orphans are on; otherwise only
+``_staging`` and the folders of newly wiped and retained assets) and deletes
+what its policies select:
 
 * **leftovers** of failed writes: objects under ``<prefix>/_staging/`` and (on
   s3-pyarrow) incomplete multipart uploads, older than ``leftover_grace``;
-* **wiped** assets: data of assets wiped in Dagster (``ASSET_WIPED`` events
-  after the cursor), except what was written or materialized after the wipe;
+* **wiped** assets: data of assets wiped in Dagster (``ASSET_WIPED`` events),
+  decided by the run that wrote each object: materialized before the wipe ->
+  deleted, after it -> kept, run still running -> decided on a later tick;
 * **orphans** (opt-in): asset folders of assets this code location does not
-  define, untouched for ``orphan_grace``;
+  define, untouched for ``orphan_grace``, whose data this code location wrote
+  (per the provenance the IO manager stamps on every object);
 * **retention** (``keep_last_partitions``): all but the newest N partitions.
 
 On s3-pyarrow the control path is s3fs: one flat paginated ``ListObjectsV2``,
-bulk ``DeleteObjects`` (1000 keys a request), ``AbortMultipartUpload``. Other
-backends go through the ``Store`` API.
+bulk ``DeleteObjects`` (1000 keys a request, sent while the listing is still
+paging for leftovers), ``HeadObject`` for the provenance of candidate objects
+only, ``AbortMultipartUpload``. Other backends go through the ``Store`` API
+(provenance from the ``_provenance.json`` sidecars).
 """
 
 import json
 import math
+import posixpath
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,9 +54,19 @@ from remote_store import Capability, RemoteStoreError, Store
 
 from remote_store_dagster import _cleanup_plan as plan_mod
 from remote_store_dagster import _remote_store_adapter as adapter
-from remote_store_dagster._cleanup_plan import AssetPath, Located, Partition, Plan, StoredObject, Upload, Wipe
+from remote_store_dagster._cleanup_plan import (
+    AssetPath,
+    Located,
+    Partition,
+    Plan,
+    RunFacts,
+    StoredObject,
+    Upload,
+    Wipe,
+)
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError
-from remote_store_dagster._layout import STAGING_DIR, join, normalize_prefix
+from remote_store_dagster._layout import STAGING_DIR, asset_folder, join, normalize_prefix
+from remote_store_dagster._provenance import SIDECAR_NAME, Provenance, sidecar_path
 from remote_store_dagster.resources import RemoteStoreResource
 
 __all__ = ["build_cleanup_sensor"]
@@ -59,9 +77,11 @@ SAMPLE_IN_TEXT = 10
 SAMPLE_IN_OBSERVATION = 50
 #: Paths written to the tick's debug log.
 DEBUG_PATHS = 2000
-#: ``ASSET_WIPED`` events handled per tick; the rest wait for the next tick.
+#: New ``ASSET_WIPED`` events taken per tick; the rest wait for the next tick.
 WIPE_EVENTS_PER_TICK = 1000
-_CURSOR_VERSION = 1
+#: Undecided wipes the cursor carries at most; beyond that it stops advancing (never skips one).
+MAX_PENDING_WIPES = 1000
+_CURSOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -75,6 +95,8 @@ class _Config:
     orphan_grace: timedelta
     keep_last_partitions: Mapping[str, int]
     dry_run: bool
+    code_location: str | None
+    delete_unstamped_orphans: bool
 
 
 def build_cleanup_sensor(
@@ -90,8 +112,14 @@ def build_cleanup_sensor(
     dry_run: bool = False,
     minimum_interval_seconds: int = 300,
     default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
+    code_location: str | None = None,
+    delete_unstamped_orphans: bool = False,
 ) -> SensorDefinition:
     """A sensor that deletes stored data the Dagster catalog no longer needs.
+
+    Several code locations may share one store and prefix: the sensor never
+    deletes data whose provenance names another code location, whatever its
+    policies and grace periods.
 
     Args:
         name: Sensor name.
@@ -100,10 +128,13 @@ def build_cleanup_sensor(
             is ever listed or deleted.
         leftover_grace: Minimum age of failed-write leftovers (``_staging`` objects, incomplete
             multipart uploads) before they are deleted; younger ones may be writes in flight.
-        delete_wiped: Delete the data of assets wiped in Dagster, except what was written or
-            materialized after the wipe.
-        delete_orphans: Delete asset folders of assets this code location does not define (only
-            enable when this code location alone writes below ``prefix``).
+        delete_wiped: Delete the data of assets (and partitions) wiped in Dagster, decided by the
+            run that wrote each object: materialized before the wipe -> deleted (even in the same
+            second), after it -> kept, run still running -> decided on a later tick. Objects
+            without provenance: deleted when last modified before the wipe's second.
+        delete_orphans: Delete asset folders of assets this code location does not define, when
+            every data file in them was written by this code location (per its provenance).
+            Folders with any file of another code location, or without provenance, are kept.
         orphan_grace: An orphaned folder is deleted only when its newest object is older than this.
         keep_last_partitions: Asset key (``"a/b"``) -> number of newest partitions to keep; older
             partitions are deleted. Time-window partitions are ordered by time, others by
@@ -111,10 +142,22 @@ def build_cleanup_sensor(
         dry_run: Delete nothing; report what would be deleted.
         minimum_interval_seconds: Minimum time between ticks.
         default_status: Whether the sensor starts running when the code location loads.
+        code_location: The code location this sensor cleans up for; it must match what the IO
+            manager stamps (its ``code_location`` field, else the run's code location). Default:
+            the code location the sensor is evaluated in (daemon / ``dagster dev``).
+        delete_unstamped_orphans: Also delete orphaned folders whose data has no provenance or
+            no code location in it (written before provenance existed, by other tools, or by
+            in-process ``materialize``). Risk: such data may belong to another code location or
+            tool writing below the same prefix; only enable when this code location alone writes
+            there. Data stamped with another code location is never deleted.
     """
     where = f"build_cleanup_sensor({name!r})"
     if not isinstance(store, str) or not store:
         raise RemoteStoreConfigError(f"{where}: store must name a store profile of the RemoteStoreResource")
+    if code_location is not None and (not isinstance(code_location, str) or not code_location.strip()):
+        raise RemoteStoreConfigError(
+            f"{where}: code_location must be a non-empty string or None, got {code_location!r}"
+        )
     try:
         clean_prefix = normalize_prefix(prefix)
     except ValueError as exc:
@@ -142,9 +185,12 @@ def build_cleanup_sensor(
         orphan_grace=orphan_grace,
         keep_last_partitions=keep,
         dry_run=dry_run,
+        code_location=code_location,
+        delete_unstamped_orphans=delete_unstamped_orphans,
     )
     policies = ["leftovers"] + (["wiped assets"] if delete_wiped else [])
-    policies += (["orphans"] if delete_orphans else []) + (["keep_last_partitions"] if keep else [])
+    orphan_policy = "orphans of this code location" + (" and unstamped orphans" if delete_unstamped_orphans else "")
+    policies += ([orphan_policy] if delete_orphans else []) + (["keep_last_partitions"] if keep else [])
     description = (
         f"{'[dry run] ' if dry_run else ''}Deletes {', '.join(policies)} from remote-store store {store!r}"
         f" below {clean_prefix + '/' if clean_prefix else 'its root'}."
@@ -171,6 +217,133 @@ class _Outcome:
     delete_requests: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    lookups: int = 0  # provenance reads (HeadObject / sidecar GET)
+
+
+def _next_cursor(high: int | None, undecided: list[int]) -> tuple[int | None, list[int]]:
+    """Cursor after a tick: the high-water mark and the undecided wipes below it, bounded.
+
+    With more than ``MAX_PENDING_WIPES`` undecided wipes the high-water mark
+    falls back to just below the first one that does not fit, so that one and
+    every later wipe is read again next tick: the cursor never skips a wipe.
+    """
+    if len(undecided) <= MAX_PENDING_WIPES:
+        return high, undecided
+    return undecided[MAX_PENDING_WIPES] - 1, undecided[:MAX_PENDING_WIPES]
+
+
+class _ProvenanceReader:
+    """Provenance of data files, read only when a policy asks, each at most once a tick.
+
+    s3-pyarrow: ``HeadObject`` (user metadata), up to ``S3_HEAD_PARALLELISM`` at
+    once. Other backends: the folder's ``_provenance.json`` sidecar, valid only if
+    it is not older than the data file (a crash between data and sidecar, or a
+    newer write, leaves the data unstamped rather than wrongly attributed).
+    """
+
+    def __init__(self, store: Store, listed: Mapping[str, StoredObject]) -> None:
+        self.store = store
+        self.listed = listed
+        self.s3 = adapter.is_s3_pyarrow(store)
+        self.parallelism = adapter.S3_HEAD_PARALLELISM if self.s3 else 1
+        self.lookups = 0
+        self._cache: dict[str, Provenance | None] = {}
+        self._sidecars: dict[str, Provenance | None] = {}
+
+    def get_many(self, items: Sequence[Located]) -> list[Provenance | None]:
+        missing = list(dict.fromkeys(item.obj.path for item in items if item.obj.path not in self._cache))
+        if len(missing) > 1 and self.s3:
+            with ThreadPoolExecutor(max_workers=min(self.parallelism, len(missing))) as pool:
+                for path, provenance in zip(missing, pool.map(self._read, missing), strict=True):
+                    self._cache[path] = provenance
+        else:
+            for path in missing:
+                self._cache[path] = self._read(path)
+        return [self._cache[item.obj.path] for item in items]
+
+    def _read(self, path: str) -> Provenance | None:
+        if self.s3:
+            self.lookups += 1
+            return Provenance.from_metadata(adapter.s3_object_metadata(self.store, path))
+        sidecar = sidecar_path(path)
+        listed_sidecar, data = self.listed.get(sidecar), self.listed.get(path)
+        if listed_sidecar is None or (data is not None and listed_sidecar.modified < data.modified):
+            return None
+        if sidecar not in self._sidecars:
+            self.lookups += 1
+            try:
+                self._sidecars[sidecar] = Provenance.from_json(self.store.read_bytes(sidecar))
+            except RemoteStoreError:
+                self._sidecars[sidecar] = None
+        return self._sidecars[sidecar]
+
+
+class _Deleter:
+    """Deletes as paths come in; nothing in a dry run.
+
+    s3-pyarrow: pipelined bulk ``DeleteObjects`` (``adapter.S3BulkDeleter``).
+    Other backends: ``Store.delete`` per path at ``close``, then empty folders
+    are pruned (local disk keeps empty directories).
+    """
+
+    def __init__(self, tick: "_Tick", store: Store) -> None:
+        self.prefix = tick.config.prefix
+        self.where = tick.where
+        self.dry_run = tick.config.dry_run
+        self.store = store
+        self.bulk = adapter.S3BulkDeleter(store) if adapter.is_s3_pyarrow(store) and not self.dry_run else None
+        self.paths: list[str] = []
+        self.outcome = _Outcome()
+        self.started = time.perf_counter()
+
+    def add(self, path: str) -> None:
+        escaped = plan_mod.outside_scope(self.prefix, [path])
+        if escaped:  # a bug, never a reason to delete: stop before touching anything more
+            raise RemoteStoreIOError(f"{self.where}: refusing to delete outside {self.prefix!r}: {escaped[:5]}")
+        if self.dry_run:
+            return
+        if self.bulk is not None:
+            self.bulk.add(path)
+        else:
+            self.paths.append(path)
+
+    def abort_uploads(self, aborts: Sequence[plan_mod.Abort]) -> None:
+        for abort in aborts:
+            try:
+                adapter.s3_abort_multipart_upload(self.store, abort.upload.path, abort.upload.upload_id)
+            except Exception as exc:
+                self.outcome.errors.append(f"abort {abort.upload.path} ({abort.upload.upload_id}): {exc}")
+
+    def close(self) -> _Outcome:
+        outcome = self.outcome
+        if self.bulk is not None:
+            requests, errors = self.bulk.close()
+            outcome.delete_requests += requests
+            outcome.errors.extend(errors)
+        elif self.paths:
+            for path in self.paths:
+                try:
+                    self.store.delete(path, missing_ok=True)
+                    outcome.delete_requests += 1
+                except Exception as exc:
+                    outcome.errors.append(f"{path}: {exc}")
+            self._prune_empty_folders(self.paths)
+        outcome.seconds = time.perf_counter() - self.started
+        return outcome
+
+    def _prune_empty_folders(self, paths: list[str]) -> None:
+        stop = {self.prefix, join(self.prefix, STAGING_DIR)}
+        folders: set[str] = set()
+        for path in paths:
+            parts = path.split("/")[:-1]
+            while parts and "/".join(parts) not in stop:
+                folders.add("/".join(parts))
+                parts.pop()
+        for folder in sorted(folders, key=lambda f: (-f.count("/"), f)):
+            try:
+                self.store.delete_folder(folder, recursive=False, missing_ok=True)
+            except Exception:
+                continue
 
 
 class _Tick:
@@ -233,85 +406,160 @@ class _Tick:
 
     # -- listing
 
-    def _list(self, store: Store, now: datetime) -> tuple[list[StoredObject], list[Upload]]:
+    def _scopes(self, wipes: Sequence[Wipe], keep_last: Mapping[AssetPath, int]) -> list[str]:
+        """The folders this tick must list: only what its policies look at.
+
+        Orphans need everything below the prefix. Otherwise: ``_staging`` (leftovers),
+        the folders of assets wiped since the cursor and of ``keep_last_partitions``
+        assets, so a steady-state tick costs requests in proportion to in-flight
+        writes and new wipes, not to the number of stored objects.
+        """
         prefix = self.config.prefix
+        if self.config.delete_orphans:
+            return [prefix]
+        wanted = {join(prefix, STAGING_DIR)}
+        wanted.update(asset_folder(prefix, wipe.asset) for wipe in wipes)
+        wanted.update(asset_folder(prefix, asset) for asset in keep_last)
+        scopes: list[str] = []
+        for scope in sorted(wanted):  # a parent sorts before its children: list it once
+            if not any(scope.startswith(kept + "/") for kept in scopes):
+                scopes.append(scope)
+        return scopes
+
+    def _iter_objects(self, store: Store, scope: str, now: datetime) -> Iterator[StoredObject]:
+        """Every object below folder ``scope``, page by page (the caller acts before the next page)."""
         if adapter.is_s3_pyarrow(store):
-            objects = [
-                StoredObject(path, size, plan_mod.utc(modified))
-                for path, size, modified in adapter.s3_list_objects(store, prefix)
-            ]
-            uploads = []
-            try:
-                pending = list(adapter.s3_list_multipart_uploads(store, prefix))
-            except Exception as exc:
-                # Some S3-compatible services do not implement ListMultipartUploads: clean objects anyway.
-                self.context.log.warning(f"{self.where}: cannot list incomplete multipart uploads: {exc}")
-                pending = []
-            for path, upload_id, initiated in pending:
-                size, last_part = adapter.s3_multipart_upload_parts(store, path, upload_id)
-                uploads.append(
-                    Upload(
-                        path, upload_id, plan_mod.utc(initiated), size, plan_mod.utc(last_part) if last_part else None
-                    )
-                )
-            return objects, uploads
-        objects = []
+            for path, size, modified in adapter.s3_list_objects(store, scope):
+                yield StoredObject(path, size, plan_mod.utc(modified))
+            return
         try:
-            infos = list(store.list_files(prefix, recursive=True))
+            infos = list(store.list_files(scope, recursive=True))
         except RemoteStoreError as exc:
             if type(exc).__name__ == "NotFound":
-                return [], []
+                return
             raise
         for info in infos:
             modified = plan_mod.utc(info.modified_at)
             if modified.year <= 1:
                 modified = now  # unknown time: never old enough to delete by age
-            objects.append(StoredObject(str(info.path), int(info.size), modified))
-        return objects, []
+            yield StoredObject(str(info.path), int(info.size), modified)
+
+    def _uploads(self, store: Store) -> list[Upload]:
+        if not adapter.is_s3_pyarrow(store):
+            return []
+        uploads = []
+        for path, upload_id, initiated in adapter.s3_list_multipart_uploads(store, self.config.prefix):
+            size, last_part = adapter.s3_multipart_upload_parts(store, path, upload_id)
+            uploads.append(
+                Upload(path, upload_id, plan_mod.utc(initiated), size, plan_mod.utc(last_part) if last_part else None)
+            )
+        return uploads
+
+    # -- whose data is this
+
+    @property
+    def location(self) -> str | None:
+        """The code location this sensor cleans up for (configured, else where it is evaluated)."""
+        if self.config.code_location:
+            return self.config.code_location
+        origin = self.context.code_location_origin
+        name = getattr(origin, "location_name", None) if origin is not None else None
+        return str(name) if name else None
+
+    def _orphans(
+        self, plan: Plan, reader: "_ProvenanceReader", located: list[Located], defined: set[AssetPath], now: datetime
+    ) -> None:
+        """Orphan folders whose every data file this code location wrote (stop at the first that it did not)."""
+        config = self.config
+        candidates = plan_mod.orphan_candidates(located, defined, now, config.orphan_grace)
+        if not candidates:
+            return
+        location = self.location
+        if location is None and not config.delete_unstamped_orphans:
+            plan.kept["orphan folders (this sensor's code location is unknown)"] += len(candidates)
+            self.context.log.warning(
+                f"{self.where}: cannot tell which code location it cleans up for, so it keeps every "
+                f"orphaned folder ({len(candidates)}); pass build_cleanup_sensor(code_location=...) "
+                "or run it in a code location (dagster dev / the daemon)"
+            )
+            return
+        accepted = {plan_mod.OURS} | ({plan_mod.UNSTAMPED} if config.delete_unstamped_orphans else set())
+        for asset, items in sorted(candidates.items()):
+            data = sorted((item for item in items if item.is_data_file), key=lambda item: item.obj.path)
+            verdict = plan_mod.OURS
+            # One lookup first (a foreign folder costs one request), then bounded parallel chunks.
+            for start, stop in [
+                (0, 1),
+                *((i, i + reader.parallelism) for i in range(1, len(data), reader.parallelism)),
+            ]:
+                chunk = data[start:stop]
+                verdicts = {plan_mod.ownership(p, location, asset) for p in reader.get_many(chunk)}
+                bad = verdicts - accepted
+                if bad:
+                    verdict = plan_mod.FOREIGN if plan_mod.FOREIGN in bad else plan_mod.UNSTAMPED
+                    break
+            if verdict == plan_mod.OURS:
+                for item in items:
+                    plan.add(item, plan_mod.ORPHAN)
+            elif verdict == plan_mod.FOREIGN:
+                plan.kept["orphan folders of another code location"] += 1
+            else:
+                plan.kept["orphan folders without provenance (see delete_unstamped_orphans)"] += 1
 
     # -- wipes
 
-    def _cursor(self) -> int | None:
+    def _cursor(self) -> tuple[int | None, list[int]]:
+        """(every wipe up to this storage id was seen, undecided wipes at or below it)."""
         raw = self.context.cursor
         if not raw:
-            return None
+            return None, []
         try:
-            value = json.loads(raw)["wiped_after"]
-        except (ValueError, KeyError, TypeError):
+            data = json.loads(raw)
+            after = data["wiped_after"]
+            pending = [int(i) for i in data.get("pending_wipes", [])]
+            return (int(after) if after is not None else None), pending
+        except (ValueError, KeyError, TypeError, AttributeError):
             self.context.log.warning(f"{self.where}: ignoring unreadable cursor {raw!r}")
-            return None
-        return int(value) if value is not None else None
+            return None, []
 
-    def _wipes(self, instance: DagsterInstance, after: int | None) -> tuple[list[Wipe], int | None]:
+    def _wipes(self, instance: DagsterInstance, after: int | None, pending: list[int]) -> tuple[list[Wipe], int | None]:
+        """The pending wipes and up to WIPE_EVENTS_PER_TICK new ones; the new high-water mark."""
+        low = min([*pending, (after or 0) + 1]) - 1 if pending else after
         # Run-sharded SQLite (the default local instance) rejects a plain int cursor and ignores
         # the id of a RunShardedEventsCursor; other storages filter by its id. Filtering again
         # here makes both behave the same; the limit is applied after that filter.
-        cursor = RunShardedEventsCursor(id=after, run_updated_after=datetime(1970, 1, 1)) if after else None
-        records = [
-            record
-            for record in instance.get_event_records(
-                EventRecordsFilter(event_type=DagsterEventType.ASSET_WIPED, after_cursor=cursor), ascending=True
-            )
-            if after is None or record.storage_id > after
-        ]
-        records.sort(key=lambda record: record.storage_id)
-        latest: dict[AssetPath, Wipe] = {}
-        last_id = after
-        for record in records[:WIPE_EVENTS_PER_TICK]:
-            last_id = record.storage_id
+        cursor = RunShardedEventsCursor(id=low, run_updated_after=datetime(1970, 1, 1)) if low else None
+        wanted = set(pending)
+        records = sorted(
+            (
+                record
+                for record in instance.get_event_records(
+                    EventRecordsFilter(event_type=DagsterEventType.ASSET_WIPED, after_cursor=cursor), ascending=True
+                )
+                if record.storage_id in wanted or after is None or record.storage_id > after
+            ),
+            key=lambda record: record.storage_id,
+        )
+        old = [r for r in records if after is not None and r.storage_id <= after]
+        new = [r for r in records if after is None or r.storage_id > after][:WIPE_EVENTS_PER_TICK]
+        high = new[-1].storage_id if new else after
+        wipes = []
+        for record in [*old, *new]:
             event = record.event_log_entry.dagster_event
             data = event.event_specific_data if event else None
             key = getattr(data, "asset_key", None) or record.asset_key
             if key is None:
                 continue
             partitions = getattr(data, "partition_keys", None)
-            latest[tuple(key.path)] = Wipe(
-                tuple(key.path),
-                record.storage_id,
-                record.timestamp,
-                frozenset(partitions) if partitions is not None else None,
+            wipes.append(
+                Wipe(
+                    tuple(key.path),
+                    record.storage_id,
+                    record.timestamp,
+                    frozenset(partitions) if partitions is not None else None,
+                )
             )
-        return list(latest.values()), last_id
+        return wipes, high
 
     def _kept_after_wipe(self, instance: DagsterInstance, wipe: Wipe) -> set[str]:
         """Store paths that materializations recorded after ``wipe`` point to."""
@@ -335,6 +583,88 @@ class _Tick:
             if not result.has_more:
                 return kept
             cursor = result.cursor
+
+    def _run_facts(self, instance: DagsterInstance, run_id: str) -> RunFacts | None:
+        """Status first, then events: a run seen running with no event yet means 'wait'."""
+        record = instance.get_run_record_by_id(run_id)
+        if record is None:
+            return None
+        finished = record.dagster_run.is_finished
+        materialized: dict[tuple[AssetPath, str | None], float] = {}
+        for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+            event = entry.dagster_event
+            if event is None or event.asset_key is None:
+                continue
+            key = (tuple(event.asset_key.path), event.partition)
+            materialized[key] = max(materialized.get(key, 0.0), entry.timestamp)
+        return RunFacts(finished=finished, end_time=record.end_time, materialized=materialized)
+
+    def _apply_wipes(
+        self,
+        plan: Plan,
+        reader: "_ProvenanceReader",
+        located: list[Located],
+        wipes: list[Wipe],
+        instance: DagsterInstance,
+    ) -> set[int]:
+        """Add wiped objects to ``plan``; returns the storage ids of wipes still undecided."""
+        by_asset = plan_mod.wipes_by_asset(wipes)
+        covered: list[tuple[Located, Wipe]] = []
+        for item in located:
+            if item.asset in by_asset:
+                wipe = plan_mod.covering_wipe(by_asset[item.asset], item)
+                if wipe is not None:
+                    covered.append((item, wipe))
+        if not covered:
+            return set()
+        location = self.location
+        runs: dict[str, RunFacts | None] = {}
+        kept_paths: dict[int, set[str]] = {}
+
+        def by_time(item: Located, wipe: Wipe) -> str:
+            if wipe.storage_id not in kept_paths:
+                kept_paths[wipe.storage_id] = self._kept_after_wipe(instance, wipe)
+            return plan_mod.wiped_by_time(item, wipe, kept_paths[wipe.storage_id])
+
+        data = [(item, wipe) for item, wipe in covered if item.is_data_file]
+        provenances = reader.get_many([item for item, _ in data])
+        decisions: dict[str, str] = {}
+        undecided: set[int] = set()
+        for (item, wipe), provenance in zip(data, provenances, strict=True):
+            decision: str | None = None
+            if provenance is not None:
+                if provenance.run_id not in runs:
+                    runs[provenance.run_id] = self._run_facts(instance, provenance.run_id)
+                assert item.asset is not None
+                decision = plan_mod.wiped_by_run(item.asset, provenance, wipe, runs[provenance.run_id], location)
+            if decision is None:
+                decision = by_time(item, wipe)
+            decisions[item.obj.path] = decision
+        by_folder: dict[str, list[str]] = defaultdict(list)
+        for path, decision in decisions.items():
+            by_folder[posixpath.dirname(path)].append(decision)
+        for item, wipe in covered:
+            path = item.obj.path
+            if item.is_data_file:
+                decision = decisions[path]
+            elif posixpath.basename(path) == SIDECAR_NAME and by_folder.get(posixpath.dirname(path)):
+                # The sidecar follows the data it describes.
+                folder = by_folder[posixpath.dirname(path)]
+                decision = (
+                    plan_mod.WAIT
+                    if plan_mod.WAIT in folder
+                    else plan_mod.KEEP
+                    if plan_mod.KEEP in folder
+                    else plan_mod.DELETE
+                )
+            else:
+                decision = by_time(item, wipe)
+            if decision == plan_mod.DELETE:
+                plan.add(item, plan_mod.WIPED)
+            elif decision == plan_mod.WAIT:
+                undecided.add(wipe.storage_id)
+                plan.kept["wiped objects of runs still running (decided on a later tick)"] += 1
+        return undecided
 
     # -- retention ordering
 
@@ -362,45 +692,6 @@ class _Tick:
 
         return sort_key
 
-    # -- deletion
-
-    def _delete(self, store: Store, plan: Plan) -> _Outcome:
-        outcome = _Outcome()
-        started = time.perf_counter()
-        paths = sorted(plan.deletions)
-        if adapter.is_s3_pyarrow(store):
-            outcome.delete_requests, outcome.errors = adapter.s3_delete_objects(store, paths)
-            for abort in plan.aborts:
-                try:
-                    adapter.s3_abort_multipart_upload(store, abort.upload.path, abort.upload.upload_id)
-                except Exception as exc:
-                    outcome.errors.append(f"abort {abort.upload.path} ({abort.upload.upload_id}): {exc}")
-        else:
-            for path in paths:
-                try:
-                    store.delete(path, missing_ok=True)
-                    outcome.delete_requests += 1
-                except Exception as exc:
-                    outcome.errors.append(f"{path}: {exc}")
-            self._prune_empty_folders(store, paths)
-        outcome.seconds = time.perf_counter() - started
-        return outcome
-
-    def _prune_empty_folders(self, store: Store, paths: list[str]) -> None:
-        """Remove folders the deletions emptied (local disk keeps empty directories)."""
-        stop = {self.config.prefix, join(self.config.prefix, STAGING_DIR)}
-        folders: set[str] = set()
-        for path in paths:
-            parts = path.split("/")[:-1]
-            while parts and "/".join(parts) not in stop:
-                folders.add("/".join(parts))
-                parts.pop()
-        for folder in sorted(folders, key=lambda f: (-f.count("/"), f)):
-            try:
-                store.delete_folder(folder, recursive=False, missing_ok=True)
-            except Exception:
-                continue
-
     # -- the tick
 
     def run(self) -> SensorResult:
@@ -411,48 +702,68 @@ class _Tick:
         instance = self.context.instance
         now = datetime.now(UTC)
 
-        cursor = self._cursor()
+        after, pending = self._cursor()
         wipes: list[Wipe] = []
-        last_wipe_id = cursor
+        high = after
         if config.delete_wiped:
-            wipes, last_wipe_id = self._wipes(instance, cursor)
+            wipes, high = self._wipes(instance, after, pending)
 
-        objects, uploads = self._list(store, now)
-        located = [plan_mod.locate(config.prefix, obj) for obj in objects]
         plan = Plan()
-        plan_mod.leftovers(plan, config.prefix, located, uploads, now, config.leftover_grace)
-        if wipes:
-            plan_mod.wiped(plan, located, wipes, lambda wipe: self._kept_after_wipe(instance, wipe))
-        if config.delete_orphans:
-            plan_mod.orphans(plan, located, set(defined), now, config.orphan_grace)
-        if keep_last:
-            plan_mod.retention(plan, located, keep_last, self._retention_sort_key(defined))
+        deleter = _Deleter(self, store)
+        undecided: set[int] = set()
+        listed = 0
+        reader: _ProvenanceReader | None = None
+        try:
+            # Leftovers need no other page: their deletes go out while the listing is still paging.
+            located: list[Located] = []
+            objects = (obj for scope in self._scopes(wipes, keep_last) for obj in self._iter_objects(store, scope, now))
+            for obj in objects:
+                listed += 1
+                item = plan_mod.locate(config.prefix, obj)
+                if plan_mod.is_leftover(config.prefix, item, now, config.leftover_grace):
+                    plan.add(item, plan_mod.LEFTOVER)
+                    deleter.add(obj.path)
+                elif not item.top_reserved:
+                    located.append(item)
+            plan_mod.leftovers(plan, config.prefix, [], self._uploads(store), now, config.leftover_grace)
+            # The other policies need the whole listing (newest object of a folder, partition ranks).
+            reader = _ProvenanceReader(store, {item.obj.path: item.obj for item in located})
+            if wipes:
+                undecided = self._apply_wipes(plan, reader, located, wipes, instance)
+            if config.delete_orphans:
+                self._orphans(plan, reader, located, set(defined), now)
+            if keep_last:
+                plan_mod.retention(plan, located, keep_last, self._retention_sort_key(defined))
+            for path, deletion in plan.deletions.items():
+                if deletion.policy != plan_mod.LEFTOVER:
+                    deleter.add(path)
+            escaped = plan_mod.outside_scope(config.prefix, [abort.upload.path for abort in plan.aborts])
+            if escaped:
+                raise RemoteStoreIOError(f"{self.where}: refusing to delete outside {config.prefix!r}: {escaped[:5]}")
+            if not config.dry_run:
+                deleter.abort_uploads(plan.aborts)
+        finally:
+            outcome = deleter.close()
+        outcome.lookups = reader.lookups if reader is not None else 0
+        if outcome.errors:
+            # The cursor does not move: the next tick retries (deleting is idempotent).
+            raise RemoteStoreIOError(
+                f"{self.where}: {len(outcome.errors)} deletion(s) failed, e.g. {'; '.join(outcome.errors[:5])}"
+            )
 
-        escaped = plan_mod.outside_scope(
-            config.prefix, [*plan.deletions, *(abort.upload.path for abort in plan.aborts)]
-        )
-        if escaped:  # a bug, never a reason to delete: stop before touching anything
-            raise RemoteStoreIOError(f"{self.where}: refusing to delete outside {config.prefix!r}: {escaped[:5]}")
-
-        outcome = _Outcome()
-        if not config.dry_run and (plan.deletions or plan.aborts):
-            outcome = self._delete(store, plan)
-            if outcome.errors:
-                # The cursor does not move: the next tick retries (deleting is idempotent).
-                raise RemoteStoreIOError(
-                    f"{self.where}: {len(outcome.errors)} deletion(s) failed, e.g. {'; '.join(outcome.errors[:5])}"
-                )
-
-        text = self._summary(plan, len(objects), outcome)
+        text = self._summary(plan, listed, outcome)
         self.context.log.info(text)
         if plan.deletions:
-            listed = sorted(plan.deletions)
-            more = f" (+{len(listed) - DEBUG_PATHS} more)" if len(listed) > DEBUG_PATHS else ""
-            self.context.log.debug(f"{self.where}: paths: {', '.join(listed[:DEBUG_PATHS])}{more}")
-        new_cursor = cursor if config.dry_run else last_wipe_id
+            paths = sorted(plan.deletions)
+            more = f" (+{len(paths) - DEBUG_PATHS} more)" if len(paths) > DEBUG_PATHS else ""
+            self.context.log.debug(f"{self.where}: paths: {', '.join(paths[:DEBUG_PATHS])}{more}")
+        if config.dry_run:
+            new_after, new_pending = after, pending
+        else:
+            new_after, new_pending = _next_cursor(high, sorted(undecided))
         return SensorResult(
             skip_reason=text,
-            cursor=json.dumps({"v": _CURSOR_VERSION, "wiped_after": new_cursor}),
+            cursor=json.dumps({"v": _CURSOR_VERSION, "wiped_after": new_after, "pending_wipes": new_pending}),
             asset_events=self._observations(plan, set(defined), outcome),
         )
 
@@ -461,9 +772,13 @@ class _Tick:
     def _summary(self, plan: Plan, listed: int, outcome: _Outcome) -> str:
         config = self.config
         scope = f"store {config.store!r} below {config.prefix + '/' if config.prefix else 'its root'}"
+        kept = "; ".join(f"{n} {reason}" for reason, n in sorted(plan.kept.items()))
+        tail = (f" Kept: {kept}." if kept else "") + (
+            f" {_count(outcome.lookups, 'provenance lookup')}." if outcome.lookups else ""
+        )
         if not plan.deletions and not plan.aborts:
             dry = "[dry run] " if config.dry_run else ""
-            return f"{dry}Nothing to clean up in {scope} ({_count(listed, 'object')} listed)."
+            return f"{dry}Nothing to clean up in {scope} ({_count(listed, 'object')} listed).{tail}"
         deletions = list(plan.deletions.values())
         total = sum(d.obj.size for d in deletions)
         verb = "Would delete" if config.dry_run else "Deleted"
@@ -493,7 +808,7 @@ class _Tick:
             text += f" (+{more} more)"
         if not config.dry_run:
             text += f". {_count(outcome.delete_requests, 'delete request')} in {outcome.seconds:.2f}s"
-        return text + "."
+        return text + "." + tail
 
     def _observations(self, plan: Plan, defined: set[AssetPath], outcome: _Outcome) -> list[AssetObservation]:
         """One observation per affected asset that this code location defines.

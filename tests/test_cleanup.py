@@ -471,7 +471,15 @@ def test_orphans_opt_in_and_grace(env: Env) -> None:
     wait_past(GRACE)
     before = env.snapshot()
     fresh = env.put(f"{PREFIX}/renamed/day=2/data.parquet")
-    result = env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX, delete_orphans=True, orphan_grace=GRACE))
+    # Written without provenance (env.put): deleted only with the explicit opt-in
+    # (tests/test_cleanup_provenance.py covers stamped data and other code locations).
+    kept = env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX, delete_orphans=True, orphan_grace=GRACE))
+    assert env.snapshot() == {**before, env.key(fresh): env.snapshot()[env.key(fresh)]}, text(kept)
+    result = env.tick(
+        build_cleanup_sensor(
+            store="lake", prefix=PREFIX, delete_orphans=True, orphan_grace=GRACE, delete_unstamped_orphans=True
+        )
+    )
     after = env.snapshot()
     assert env.key(fresh) in after and env.key(active) in after
     del after[env.key(fresh)]
