@@ -1063,7 +1063,8 @@ def _pt_dataset(cfg: dict[str, Any]) -> dict[str, Any]:
     nbytes = _parts_bytes(cfg)
 
     def run() -> dict[str, Any]:
-        table = ds.dataset(f"{cfg['bucket']}/ours/bench/daily", filesystem=fs, format="parquet", partitioning="hive").to_table()
+        folder = f"{cfg['bucket']}/ours/bench/daily"
+        table = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive").to_table()
         return {"rows": table.num_rows}
 
     return {"phases": {"load": measure(run, nbytes)}}
