@@ -20,6 +20,7 @@ import os
 import pickle
 import posixpath
 import threading
+import types
 import typing
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -134,9 +135,7 @@ class Request:
 
 def _strip_optional(tp: Any) -> tuple[bool, Any]:
     args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(
-        None
-    ) in args:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
         rest = [a for a in args if a is not type(None)]
         return True, (rest[0] if len(rest) == 1 else Any)
     return False, tp
@@ -177,6 +176,7 @@ class Stored:
     fmt: str
     path: str
     size: int | None
+    listed: bool = False  # found by a listing (several partitions): read through the dataset layer
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ def find_many(dp: DataPath, folder: str, targets: Sequence[Target]) -> dict[str,
         stem, ext = posixpath.splitext(name)
         fmt = layout.EXTENSION_FORMATS.get(ext)
         if stem == layout.DATA_STEM and fmt is not None:
-            found[key][fmt] = Stored(fmt, path, size)
+            found[key][fmt] = Stored(fmt, path, size, listed=True)
     return found
 
 
@@ -253,13 +253,21 @@ def pick(stored: Mapping[str, Stored], fmts: Sequence[str]) -> Stored | None:
 
 
 def open_file(dp: DataPath, stored: Stored) -> Any:
-    """A random-access file; with a known size PyArrow skips its HEAD request."""
-    native = dp.native(stored.path)
-    if stored.size is None:
-        return dp.filesystem.open_input_file(native)
+    """A random-access file (PyArrow's S3 filesystem sends a HEAD for its size)."""
+    return dp.filesystem.open_input_file(dp.native(stored.path))
+
+
+def fragment(dp: DataPath, stored: Stored) -> Any:
+    """A Parquet fragment with its size known from the listing.
+
+    The dataset layer is the one place in PyArrow's Python API that opens an
+    S3 object with a known size, so reading through it sends no HEAD: one GET
+    for the footer, then the column chunks (as ``pyarrow.dataset`` does).
+    """
     import pyarrow.dataset as ds
 
-    return ds.ParquetFileFormat().make_fragment(native, filesystem=dp.filesystem, file_size=stored.size).open()
+    native = dp.native(stored.path)
+    return ds.ParquetFileFormat().make_fragment(native, filesystem=dp.filesystem, file_size=stored.size)
 
 
 def _parquet_source(dp: DataPath, stored: Stored, columns: Sequence[str] | None) -> Any:
@@ -272,13 +280,19 @@ def _parquet_source(dp: DataPath, stored: Stored, columns: Sequence[str] | None)
 
 def read_table(dp: DataPath, stored: Stored, columns: Sequence[str] | None) -> pa.Table:
     """A whole Parquet object as a Table (``columns`` that it lacks are left out)."""
+    big = stored.size is None or stored.size > WHOLE_OBJECT_BYTES
+    if stored.listed:
+        part = fragment(dp, stored)
+        if columns is not None:
+            names = set(part.physical_schema.names)
+            columns = [c for c in columns if c in names]
+        return part.to_table(columns=columns, use_threads=big)
     source = _parquet_source(dp, stored, columns)
     with source:
         parquet = pq.ParquetFile(source, pre_buffer=True)
         if columns is not None:
             names = set(parquet.schema_arrow.names)
             columns = [c for c in columns if c in names]
-        big = stored.size is None or stored.size > WHOLE_OBJECT_BYTES
         return parquet.read(columns=columns, use_threads=big)
 
 
@@ -556,8 +570,8 @@ class Many:
     def _schema(self, target: Target) -> pa.Schema:
         stored = self.stored[target.key]
         try:
-            with open_file(self.dp, stored) as source:
-                return pq.ParquetFile(source).schema_arrow
+            schema: pa.Schema = fragment(self.dp, stored).physical_schema  # footer GET, no HEAD
+            return schema
         except (OSError, pa.ArrowException) as exc:
             raise LoadError(f"{target.label}: cannot read the Parquet footer of {stored.path}: {exc}") from exc
 

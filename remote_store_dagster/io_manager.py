@@ -375,9 +375,10 @@ class RemoteStoreIOManager(ConfigurableIOManager):
                 f"{asset}: skipping {len(missing)} partition(s) with no stored data "
                 f"(allow_missing_partitions): {[m.key for m in missing[:10]]}"
             )
+        if not stored and request.optional:
+            context.log.debug(f"{asset}: no requested partition has stored data; the input is Optional, so None")
+            return None
         if not stored and not as_dict:
-            if request.optional:
-                return None
             raise RemoteStoreIOError(f"{asset}: none of the {len(items)} requested partitions has stored data")
         what = f"{asset}, {len(stored)} of {len(items)} partitions"
         progress = Progress(_run_log(context), "loaded", what, self.uri(folder))

@@ -459,3 +459,57 @@ def test_pickle_round_trip_through_dict_values(io_manager: RemoteStoreIOManager)
     assert got["d"] == {k: [int(k[1:])] for k in KEYS}
     store = io_manager.remote_store.get_store("lake")
     assert pickle.loads(store.read_bytes("wh/numbers/partition=k07/data.pickle")) == [7]
+
+
+# ----------------------------------------------------------------------------- requests on the wire
+
+
+def test_requests_on_the_wire(seaweedfs_server: Any, unique_root: str) -> None:
+    """Several partitions: one ListObjectsV2, no HEAD, footer + data GETs; one object: no listing."""
+    import _fault_proxy as fp
+    from conftest import BUCKET
+
+    seen: list[tuple[str, bool]] = []
+
+    def record(request: fp.Request, count: int) -> str:
+        seen.append((request.method, "list-type" in request.query))
+        return fp.PASS
+
+    with fp.FaultProxy(seaweedfs_server.port) as proxy:
+        options = {**seaweedfs_server.backend_options(BUCKET), "endpoint_url": proxy.endpoint_url}
+        remote_store = RemoteStoreResource(
+            backends={"main": {"type": "s3-pyarrow", "options": options}},
+            stores={"lake": {"backend": "main", "root_path": unique_root}},
+        )
+        io_manager = RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix="wh")
+
+        @asset
+        def whole() -> pa.Table:
+            return pa.table({"v": [1, 2]})
+
+        write_partitions(io_manager, chunk, KEYS)
+        assert materialize([whole], resources={"io_manager": io_manager}).success
+        got: dict[str, Any] = {}
+
+        @asset(ins={"chunk": AssetIn()})
+        def combined(chunk: pa.Table) -> None:
+            got["t"] = chunk
+
+        @asset(ins={"whole": AssetIn()})
+        def single(whole: pa.Table) -> None:
+            got["w"] = whole
+
+        proxy.rule = record
+        assert run_consumer(io_manager, chunk, combined).success
+        many = list(seen)
+        seen.clear()
+        assert materialize([whole, single], resources={"io_manager": io_manager}, selection=[single]).success
+        one = list(seen)
+        proxy.rule = fp.pass_all
+        remote_store.close()
+
+    assert _rows(got["t"]) == EXPECTED_ROWS and got["w"]["v"].to_pylist() == [1, 2]
+    assert many.count(("GET", True)) == 1, many  # one listing
+    assert many.count(("HEAD", False)) == 0, many  # no HEAD per partition
+    assert many.count(("GET", False)) <= 2 * len(KEYS), many  # footer + column chunks per partition
+    assert ("GET", True) not in one and one.count(("HEAD", False)) <= 2, one  # no listing for one object
