@@ -1078,6 +1078,120 @@ def _runs_pickle(cfg: dict[str, Any]) -> dict[str, Any]:
         s3_prefix="pickle",
     )
     return _runs_write(cfg, iom)
+# =========================================================================== S8 a year of daily partitions
+
+
+DAILY = ["bench", "daily"]
+DAILY_START = "2024-01-01"
+
+
+def _daily(cfg: dict[str, Any]) -> tuple[Any, list[str]]:
+    import dagster as dg
+
+    pdef = dg.DailyPartitionsDefinition(start_date=DAILY_START)
+    keys = pdef.get_partition_keys()[: cfg["days"]]
+    return pdef, keys
+
+
+def _daily_in(cfg: dict[str, Any], typ: Any) -> Any:
+    from dagster import PartitionKeyRange
+
+    pdef, keys = _daily(cfg)
+    return in_ctx(DAILY, typ, asset_partitions_def=pdef, asset_partition_key_range=PartitionKeyRange(keys[0], keys[-1]))
+
+
+@case("parts.prep")
+def _pt_prep(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``days`` daily partitions of ``day_rows`` rows written through our IO manager (untimed setup)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pdef, keys = _daily(cfg)
+    iom = our_io_manager(cfg)
+    our_store(iom)
+    tables = [make_table(cfg["day_rows"], seed=100 + i) for i in range(8)]
+    ctxs = [out_ctx(DAILY, partition_key=k, asset_partitions_def=pdef) for k in keys]
+
+    def put(i: int) -> None:
+        iom.handle_output(ctxs[i], tables[i % len(tables)])
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, range(len(keys))))
+    folder = f"{cfg['bucket']}/ours/bench/daily"
+    import pyarrow.fs as pafs
+
+    infos = pa_fs(cfg).get_file_info(pafs.FileSelector(folder, recursive=True))
+    stored = sum(i.size for i in infos if i.type == pafs.FileType.File)
+    return {"phases": {}, "info": {"seconds": time.perf_counter() - t0, "stored_bytes": stored, "days": len(keys)}}
+
+
+def _parts_bytes(cfg: dict[str, Any]) -> int:
+    import pyarrow.fs as pafs
+
+    infos = pa_fs(cfg).get_file_info(pafs.FileSelector(f"{cfg['bucket']}/ours/bench/daily", recursive=True))
+    return sum(i.size for i in infos if i.type == pafs.FileType.File)
+
+
+@case("parts.pyarrow-dataset")
+def _pt_dataset(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The reference: ``pyarrow.dataset(<asset folder>, partitioning="hive").to_table()``."""
+    import pyarrow.dataset as ds
+
+    fs = pa_fs(cfg)
+    nbytes = _parts_bytes(cfg)
+
+    def run() -> dict[str, Any]:
+        folder = f"{cfg['bucket']}/ours/bench/daily"
+        table = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive").to_table()
+        return {"rows": table.num_rows}
+
+    return {"phases": {"load": measure(run, nbytes)}}
+
+
+@case("parts.ours-table")
+def _pt_ours_table(cfg: dict[str, Any]) -> dict[str, Any]:
+    import pyarrow as pa
+
+    iom = our_io_manager(cfg)
+    our_store(iom)
+    nbytes = _parts_bytes(cfg)
+    ctx = _daily_in(cfg, pa.Table)
+
+    def run() -> dict[str, Any]:
+        return {"rows": iom.load_input(ctx).num_rows}
+
+    return {"phases": {"load": measure(run, nbytes)}}
+
+
+@case("parts.ours-dict")
+def _pt_ours_dict(cfg: dict[str, Any]) -> dict[str, Any]:
+    import pyarrow as pa
+
+    iom = our_io_manager(cfg)
+    our_store(iom)
+    nbytes = _parts_bytes(cfg)
+    ctx = _daily_in(cfg, dict[str, pa.Table])
+
+    def run() -> dict[str, Any]:
+        value = iom.load_input(ctx)
+        return {"rows": sum(t.num_rows for t in value.values()), "items": len(value)}
+
+    return {"phases": {"load": measure(run, nbytes)}}
+
+
+@case("parts.ours-stream")
+def _pt_ours_stream(cfg: dict[str, Any]) -> dict[str, Any]:
+    import pyarrow as pa
+
+    iom = our_io_manager(cfg)
+    our_store(iom)
+    nbytes = _parts_bytes(cfg)
+    ctx = _daily_in(cfg, pa.RecordBatchReader)
+
+    def run() -> dict[str, Any]:
+        return {"rows": sum(b.num_rows for b in iom.load_input(ctx))}
+
+    return {"phases": {"load": measure(run, nbytes)}}
 
 
 # --------------------------------------------------------------------------- main

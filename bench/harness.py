@@ -316,7 +316,23 @@ def sc_runs(env: Env) -> dict[str, Any]:
     return {"rows": rows, "reference": "runs.s3-pickle", "reps": reps}
 
 
-ORDER = ["write", "load", "stream", "chunked", "publish", "cleanup", "small", "runs"]
+PARTS_CASES = ["parts.pyarrow-dataset", "parts.ours-table", "parts.ours-dict", "parts.ours-stream"]
+
+
+@scenario("partitions")
+def sc_partitions(env: Env) -> dict[str, Any]:
+    """S8: a year of daily partitions (365 x 20k rows) loaded as one Table, a dict and a stream vs pyarrow.dataset."""
+    days = 90 if env.quick else 365
+    extra = {"days": days, "day_rows": 20_000}
+    env.log(f"  writing {days} daily partitions through our IO manager")
+    env.run("parts.prep", **extra)
+    reps = env.reps_for(3)
+    res = run_interleaved(env, PARTS_CASES, reps, **extra)
+    rows = {c: summarize(r, "load") for c, r in res.items()}
+    return {"rows": rows, "reference": "parts.pyarrow-dataset", "reps": reps, "days": days}
+
+
+ORDER = ["write", "load", "stream", "chunked", "publish", "cleanup", "small", "runs", "partitions"]
 
 
 # --------------------------------------------------------------------------- environment facts
@@ -411,6 +427,10 @@ def _peer(case: str) -> str:
         "ours-cold": "**ours**, cold process (first write of a step)",
         "sensor-tick": "**ours** cleanup sensor, one tick",
         "store-delete-per-key": "`Store.delete` per key",
+        "pyarrow-dataset": "`pyarrow.dataset(folder, partitioning=\"hive\").to_table()`",
+        "ours-table": "**ours** as one `pa.Table`",
+        "ours-dict": "**ours** as `dict[str, pa.Table]`",
+        "ours-stream": "**ours** as one `RecordBatchReader`",
     }.get(name, name)
     return f"{base} {suffix}".strip()
 
@@ -573,6 +593,11 @@ def render(results: dict[str, dict[str, Any]], header: dict[str, Any]) -> str:
             )
             out.append("")
             out += render_throughput(name, res, ratio_label="S3Pickle", per_item=True)
+        elif name == "partitions":
+            out.append(
+                f"### 9. {res['days']} daily partitions x 20,000 rows loaded into one asset ({when})"
+            )
+            out += render_throughput(name, res, ratio_label="pyarrow.dataset (speed)")
         out.append("")
     return "\n".join(out) + "\n"
 

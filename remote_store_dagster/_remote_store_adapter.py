@@ -425,3 +425,27 @@ def _s3_delete_batch(store: Store, batch: Sequence[str]) -> list[str]:
         for error in response.get("Errors", []) or []
         if error.get("Code") != "NoSuchKey"
     ]
+
+
+
+def s3_list_prefix(store: Store, prefix: str) -> Iterator[tuple[str, int]]:
+    """(store-relative path, size) of every object whose store-relative path starts with ``prefix``.
+
+    Like ``s3_list_objects`` but the prefix need not end at a folder, so a load
+    of January's daily partitions lists ``<asset>/partition=2024-01-`` only.
+    """
+    fs = s3fs_filesystem(store)
+    root = store_root(store)
+    key_prefix = f"{root}/{prefix}" if root else prefix
+    kwargs: dict[str, Any] = {"Bucket": backend_bucket(store), "Prefix": key_prefix}
+    strip = len(root) + 1 if root else 0
+    while True:
+        response = fs.call_s3("list_objects_v2", **kwargs)
+        for item in response.get("Contents", []):
+            key = str(item["Key"])
+            if not key.endswith("/"):
+                yield key[strip:], int(item.get("Size", 0))
+        token = response.get("NextContinuationToken")
+        if not response.get("IsTruncated") or not token:
+            return
+        kwargs["ContinuationToken"] = token

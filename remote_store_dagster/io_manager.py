@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from dagster import (
     ConfigurableIOManager,
     DagsterInvariantViolationError,
@@ -26,14 +25,18 @@ from pydantic import Field, PrivateAttr
 
 from remote_store_dagster import _formats as formats
 from remote_store_dagster import _layout as layout
+from remote_store_dagster import _loading as loading
 from remote_store_dagster import _progress
 from remote_store_dagster import _remote_store_adapter as adapter
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError, S3RefusedError, s3_refusal_error
+from remote_store_dagster._progress import Progress
 from remote_store_dagster._provenance import Provenance
 from remote_store_dagster._publish import SMALL_OBJECT_BYTES, DataPath, data_path_for, open_publish_stream
 from remote_store_dagster.resources import RemoteStoreResource
 
 __all__ = ["RemoteStoreIOManager"]
+
+_log = logging.getLogger(__name__)
 
 #: Definition metadata keys users set on assets (outputs) and inputs.
 PARTITION_COLUMN_KEY = "partition_column"
@@ -333,136 +336,143 @@ class RemoteStoreIOManager(ConfigurableIOManager):
     # ------------------------------------------------------------------ input
 
     def load_input(self, context: InputContext) -> Any:
-        target_type = _requested_type(context)
+        """Route the input's annotation through ``_loading`` (see its ``ROUTES`` table)."""
+        request = loading.request_for(_requested_type(context))
         metadata = context.definition_metadata or {}
         columns = metadata.get(COLUMNS_KEY)
         if columns is not None:
             columns = [str(c) for c in columns]
         allow_missing = bool(metadata.get(ALLOW_MISSING_PARTITIONS_KEY, False))
-        is_dict, inner_type = formats.unwrap_dict_annotation(target_type)
 
         if not context.has_asset_key:
             if context.upstream_output is None:
                 raise RemoteStoreIOError(f"input {context.name!r}: has neither an asset key nor an upstream output")
             target = self._op_target(context.upstream_output.get_identifier())
-            return self._load_one(target, target_type, columns)
+            return self._load_one(context, target, request, columns)
 
         asset_path = context.asset_key.path
         upstream_metadata = context.upstream_output.definition_metadata if context.upstream_output else None
         column = self._partition_column(upstream_metadata)
         if not context.has_asset_partitions:
             target = self._asset_targets(asset_path, None, None, column)[""]
-            return self._load_one(target, target_type, columns)
+            return self._load_one(context, target, request, columns)
 
         keys = list(context.asset_partition_keys)
         targets = self._asset_targets(asset_path, context.asset_partitions_def, keys, column)
-        if is_dict:
-            loaded: dict[str, Any] = {}
-            for key, target in targets.items():
-                value = self._load_one(target, inner_type, columns, allow_missing=allow_missing)
-                if value is not _MISSING:
-                    loaded[key] = value
-            return loaded
-        if len(keys) == 1:
-            return self._load_one(targets[keys[0]], target_type, columns)
-        return self._load_concatenated(targets, target_type, columns, allow_missing)
+        if len(keys) == 1 and not request.as_dict:
+            return self._load_one(context, targets[keys[0]], request, columns)
+        folder = layout.asset_folder(self._validated_prefix(), asset_path)
+        return self._load_many(context, folder, targets, request, columns, allow_missing)
 
-    def _load_concatenated(
-        self, targets: Mapping[str, _Target], tp: Any, columns: list[str] | None, allow_missing: bool
+    def _load_one(
+        self, context: InputContext, target: _Target, request: loading.Request, columns: list[str] | None
     ) -> Any:
-        if not (formats.wants_table_family(tp) or formats.is_unannotated(tp)):
-            labels = ", ".join(t.label for t in list(targets.values())[:3])
-            raise RemoteStoreIOError(
-                f"{labels}...: several partitions can only be loaded as one table/frame or as a "
-                f"dict[str, ...]; the input is annotated {formats.type_name(tp)}"
-            )
-        streaming = tp is pa.RecordBatchReader
-        parts: list[Any] = []
-        names: list[str] = []
-        for key, target in targets.items():
-            value = self._load_one(
-                target, pa.RecordBatchReader if streaming else pa.Table, columns, allow_missing=allow_missing
-            )
-            if value is not _MISSING:
-                parts.append(value)
-                names.append(key)
-        if not parts:
-            first = next(iter(targets.values()))
-            raise RemoteStoreIOError(f"{first.label} and the other requested partitions: no stored data")
-        try:
-            if streaming:
-                return formats.chain_readers(parts, names)
-            return formats.convert_table(formats.concat_tables(parts, names), tp)
-        except formats.SchemaMismatch as exc:
-            asset = next(iter(targets.values())).label.split(" partition ")[0]
-            raise RemoteStoreIOError(f"{asset}: cannot concatenate partitions: {exc}") from None
-
-    def _find_stored(self, target: _Target, tp: Any) -> tuple[str, str] | None:
-        """(format, path) of the stored data, trying the likeliest format first (one HEAD each)."""
+        route = request.route
         dp = self.data_path
-        for fmt in formats.preferred_formats(tp):
-            path = target.location.data_path(fmt)
-            if dp.filesystem.get_file_info(dp.native(path)).type == pafs.FileType.File:
-                return fmt, path
-        return None
-
-    def _load_one(self, target: _Target, tp: Any, columns: list[str] | None, *, allow_missing: bool = False) -> Any:
-        found = self._find_stored(target, tp)
+        found = loading.find_one(dp, target.location, route.formats)
         if found is None:
-            if allow_missing:
-                return _MISSING
-            other = self._find_stored(target, Any) if formats.wants_table_family(tp) else None
+            if request.optional:
+                context.log.debug(f"{target.label}: nothing stored; the input is Optional, so it loads None")
+                return None
+            other = loading.find_one(dp, target.location, loading.ANY_FORMATS) if route.combines else None
             if other is not None:
                 raise RemoteStoreIOError(
-                    f"{target.label}: stored as {other[0]} at {self.uri(other[1])}, which cannot be "
-                    f"loaded as {formats.type_name(tp)}"
+                    f"{target.label}: stored as {other.fmt} at {self.uri(other.path)}, which cannot be "
+                    f"loaded as {loading.type_name(route.target)}"
                 )
             raise RemoteStoreIOError(
                 f"{target.label}: no stored data under {self.uri(target.location.folder)}/ "
                 "(not materialized yet, or wiped)"
             )
-        fmt, path = found
+        progress = None
+        if route.kind == "stream":
+            progress = Progress(_run_log(context), "loaded", target.label, self.uri(found.path))
         try:
-            return self._read(fmt, path, tp, columns)
+            return loading.read_one(dp, found, route, columns, progress)
         except (pa.ArrowInvalid, KeyError, TypeError) as exc:
-            raise RemoteStoreIOError(f"{target.label}: cannot load {self.uri(path)}: {exc}") from exc
+            raise RemoteStoreIOError(f"{target.label}: cannot load {self.uri(found.path)}: {exc}") from exc
 
-    def _read(self, fmt: str, path: str, tp: Any, columns: list[str] | None) -> Any:
+    def _load_many(
+        self,
+        context: InputContext,
+        folder: str,
+        targets: Mapping[str, _Target],
+        request: loading.Request,
+        columns: list[str] | None,
+        allow_missing: bool,
+    ) -> Any:
+        """Several partitions: one listing, concurrent fetches, partition order kept."""
+        route = request.route
+        asset = next(iter(targets.values())).label.split(" partition ")[0]
+        if not request.as_dict and route.kind != "any" and not route.combines:
+            raise RemoteStoreIOError(
+                f"{asset}: {len(targets)} partitions can only be loaded as one table/frame/batch stream or "
+                f"as a dict[str, ...]; the input is annotated {loading.type_name(request.annotation)}"
+            )
+        as_dict = request.as_dict or route.kind == "any"
+        items = [loading.Target(k, t.location, t.label) for k, t in targets.items()]
         dp = self.data_path
-        native = dp.native(path)
-        fs = dp.filesystem
-        if formats.is_binary_io_type(tp):
-            return formats.ChunkedReader(fs.open_input_stream(native, buffer_size=formats.READ_BUFFER_BYTES))
-        if tp is bytes or (fmt == "raw" and formats.is_unannotated(tp)):
-            # Whole-object reads: one request for the full size, no read-ahead buffer to refill.
-            with fs.open_input_file(native) as whole:
-                return whole.read()
-        if fmt == "raw":
-            raise TypeError(f"raw bytes cannot be loaded as {formats.type_name(tp)}; annotate bytes or BinaryIO")
-        if fmt == "pickle":
-            with fs.open_input_stream(native, buffer_size=formats.READ_BUFFER_BYTES) as stream:
-                value = formats.read_pickle(stream)
-            if isinstance(tp, type) and not formats.is_unannotated(tp) and not isinstance(value, tp):
-                raise TypeError(f"the stored object is a {type(value).__name__}, not {formats.type_name(tp)}")
-            return value
-        if tp is pa.RecordBatchReader:
-            return formats.batch_reader(lambda: fs.open_input_file(native), columns)
-        pl = formats._optional("polars")
-        if pl is not None and tp is pl.LazyFrame:
-            import pyarrow.dataset as ds
+        listed = loading.find_many(dp, folder, items)
+        stored: dict[str, loading.Stored] = {}
+        missing: list[loading.Target] = []
+        for item in items:
+            found = loading.pick(listed[item.key], route.formats)
+            if found is not None:
+                stored[item.key] = found
+                continue
+            other = loading.pick(listed[item.key], loading.ANY_FORMATS)
+            if other is not None:
+                raise RemoteStoreIOError(
+                    f"{item.label}: stored as {other.fmt} at {self.uri(other.path)}, which cannot be "
+                    f"loaded as {loading.type_name(route.target)}"
+                )
+            missing.append(item)
+        if missing and not (allow_missing or request.optional or request.item_optional):
+            others = [m.key for m in missing[1:6]]
+            more = f"; {len(missing) - 1} more partition(s) missing too: {others}" if len(missing) > 1 else ""
+            raise RemoteStoreIOError(
+                f"{missing[0].label}: no stored data under {self.uri(missing[0].location.folder)}/ "
+                f"(not materialized yet, or wiped){more}; set input metadata allow_missing_partitions=True "
+                "to skip missing partitions"
+            )
+        if missing and allow_missing and not (request.optional or request.item_optional):
+            context.log.warning(
+                f"{asset}: skipping {len(missing)} partition(s) with no stored data "
+                f"(allow_missing_partitions): {[m.key for m in missing[:10]]}"
+            )
+        if not stored and request.optional:
+            context.log.debug(f"{asset}: no requested partition has stored data; the input is Optional, so None")
+            return None
+        if not stored and not as_dict:
+            raise RemoteStoreIOError(f"{asset}: none of the {len(items)} requested partitions has stored data")
+        what = f"{asset}, {len(stored)} of {len(items)} partitions"
+        progress = Progress(_run_log(context), "loaded", what, self.uri(folder))
+        many = loading.Many(dp, items, stored, request, columns, progress)
+        try:
+            if as_dict:
+                return many.as_dict()
+            if route.kind == "stream":
+                return many.stream()
+            return many.concatenated()
+        except loading.LoadError as exc:
+            raise RemoteStoreIOError(str(exc)) from exc.__cause__
 
-            lazy = pl.scan_pyarrow_dataset(ds.dataset(native, filesystem=fs, format="parquet"))
-            return lazy.select(columns) if columns else lazy
-        source: Any = fs.open_input_file(native)  # no dataset discovery (saves a HEAD)
-        if columns is None and source.size() <= SMALL_OBJECT_BYTES:
-            with source:  # small, all columns: one GET for the file instead of footer + chunk GETs
-                source = pa.BufferReader(source.read_buffer())
-        with source:
-            table = pq.ParquetFile(source, pre_buffer=True).read(columns=columns, use_threads=True)
-        return formats.convert_table(table, tp)
 
+def _run_log(context: InputContext) -> Callable[[str], None]:
+    """INFO lines to the run log that never fail a load.
 
-_MISSING: Any = object()
+    A batch stream can outlive its step (a consumer may keep the reader); its
+    closing line then cannot reach the run's event log and goes to this
+    module's logger instead.
+    """
+
+    def log(message: str) -> None:
+        try:
+            context.log.info(message)
+        except Exception:  # the step (and its event log) may be gone; progress is best effort
+            _log.info(message)
+
+    return log
 
 
 def _requested_type(context: InputContext) -> Any:

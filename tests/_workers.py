@@ -13,6 +13,9 @@ Modes:
   while the failed writer is still alive).
 * ``memwrite`` / ``memload``: write the asset / load it as a
   ``pyarrow.RecordBatchReader`` and print one JSON line with peak-RSS figures.
+* ``memparts``: store ``partitions`` partitions of ``partition_bytes`` each, then
+  load them all as one ``RecordBatchReader``; peak RSS growth is measured from
+  the RSS just before the load (peak counter reset through ``/proc/self/clear_refs``).
 """
 
 from __future__ import annotations
@@ -175,11 +178,82 @@ def _memload(config: dict[str, Any]) -> int:
     return 0
 
 
+def _write_partitions_direct(config: dict[str, Any]) -> None:
+    """``partitions`` x ``partition_bytes`` of Parquet straight into the IO manager's layout (setup, untimed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    from remote_store_dagster._layout import partition_location
+    from remote_store_dagster._publish import data_path_for
+
+    iom = _resources(config)["io_manager"]
+    dp = data_path_for(iom.remote_store.get_store("lake"))
+    rng = np.random.default_rng(config["seed"])
+    rows = config["partition_bytes"] // (ROWS_PER_BATCH * (PAYLOAD_BYTES + 16)) * ROWS_PER_BATCH
+    part = pa.Table.from_batches(
+        [make_batch(rng, i * ROWS_PER_BATCH) for i in range(max(1, rows // ROWS_PER_BATCH))], SCHEMA
+    )
+
+    def put(i: int) -> None:
+        path = partition_location("", [ASSET], {"partition": f"p{i:04d}"}).data_path("parquet")
+        pq.write_table(part, dp.native(path), filesystem=dp.filesystem)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, range(config["partitions"])))
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _memparts(config: dict[str, Any]) -> int:
+    """Load ``partitions`` partitions as one RecordBatchReader; peak RSS growth from just before the load."""
+    from dagster import AssetIn, StaticPartitionsDefinition, asset, materialize
+
+    _write_partitions_direct(config)
+    parts = StaticPartitionsDefinition([f"p{i:04d}" for i in range(config["partitions"])])
+    counted: dict[str, Any] = {}
+
+    @asset(name=ASSET, partitions_def=parts)
+    def events() -> pa.Table:
+        raise AssertionError("not selected: loaded from the store")
+
+    @asset(ins={ASSET: AssetIn()})
+    def consumer(events: pa.RecordBatchReader) -> None:
+        rows = 0
+        for batch in events:
+            rows += batch.num_rows
+            counted["peak_mb"] = max(counted.get("peak_mb", 0.0), peak_rss_mb())
+        counted["rows"] = rows
+
+    _warm_up(config)
+    import gc
+
+    gc.collect()
+    baseline = _current_rss_mb()
+    _reset_peak()
+    start = time.perf_counter()
+    materialize([events, consumer], selection=[consumer], resources=_resources(config))
+    seconds = time.perf_counter() - start
+    print(json.dumps({"baseline_mb": baseline, "peak_mb": peak_rss_mb(), "seconds": seconds, **counted}), flush=True)
+    return 0
+
+
 def main() -> int:
     mode, raw = sys.argv[1], sys.argv[2]
     config = json.loads(raw)
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-    return {"write": _write, "memwrite": _memwrite, "memload": _memload}[mode](config)
+    return {"write": _write, "memwrite": _memwrite, "memload": _memload, "memparts": _memparts}[mode](config)
 
 
 if __name__ == "__main__":

@@ -76,3 +76,34 @@ def test_gigabyte_stream_written_and_loaded_in_bounded_memory(
     assert load["rows"] == write["rows"]
     assert write["peak_mb"] - write["baseline_mb"] <= RSS_BOUND_MB, write
     assert load["peak_mb"] - load["baseline_mb"] <= RSS_BOUND_MB, load
+
+
+#: 200 partitions x 8 MB loaded as one batch stream (issue 9): peak RSS growth bound.
+PARTITIONS_RSS_BOUND_MB = 150
+
+
+@pytest.mark.slow
+def test_many_partitions_stream_in_bounded_memory(seaweedfs_server: SeaweedFSServer, unique_root: str) -> None:
+    config = {
+        "backend": {"type": "s3-pyarrow", "options": seaweedfs_server.backend_options(BUCKET)},
+        "root": unique_root,
+        "seed": 11,
+        "partitions": 200,
+        "partition_bytes": 8 * MiB,
+    }
+    client = seaweedfs_server.client()
+    try:
+        load = run_worker("memparts", config)
+    finally:
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=BUCKET, Prefix=f"{unique_root}/"):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys})
+    growth = load["peak_mb"] - load["baseline_mb"]
+    print(
+        f"\n200 x 8 MB partitions as one RecordBatchReader: {load['rows']} rows in {load['seconds']:.1f}s, "
+        f"peak RSS {load['peak_mb']:.0f} MB (RSS before the load {load['baseline_mb']:.0f} MB, +{growth:.0f} MB)"
+    )
+    assert load["rows"] >= 200 * 7000
+    assert growth <= PARTITIONS_RSS_BOUND_MB, load

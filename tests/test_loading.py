@@ -1,0 +1,515 @@
+"""Loading several partitions (issue 9 part 2, issue 11 part 4) on local, moto and SeaweedFS.
+
+Real ``materialize`` runs: an upstream partitioned asset is written partition
+by partition, then a downstream asset reads them all with each annotation.
+"""
+
+
+import logging
+import pickle
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+from dagster import (
+    AllPartitionMapping,
+    AssetExecutionContext,
+    AssetIn,
+    DagsterInstance,
+    StaticPartitionsDefinition,
+    asset,
+    instance_for_test,
+    materialize,
+)
+
+from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
+from remote_store_dagster import _loading as loading
+
+KEYS = ["k03", "k01", "k10", "k02", "k07"]  # definition order is not sorted order
+PARTS = StaticPartitionsDefinition(KEYS)
+
+
+@pytest.fixture
+def io_manager(remote_store: RemoteStoreResource) -> RemoteStoreIOManager:
+    return RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix="wh")
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with instance_for_test() as inst:
+        yield inst
+
+
+def failure_text(result: Any) -> str:
+    error = result.get_step_failure_events()[0].event_specific_data.error
+    return str(error.to_string())
+
+
+def write_partitions(io_manager: RemoteStoreIOManager, upstream: Any, keys: list[str]) -> None:
+    for key in keys:
+        assert materialize([upstream], resources={"io_manager": io_manager}, partition_key=key).success
+
+
+def run_consumer(io_manager: RemoteStoreIOManager, upstream: Any, consumer: Any, **kw: Any) -> Any:
+    return materialize([upstream, consumer], resources={"io_manager": io_manager}, selection=[consumer], **kw)
+
+
+@asset(partitions_def=PARTS)
+def chunk(context: AssetExecutionContext) -> pa.Table:
+    n = int(context.partition_key[1:])
+    return pa.table({"key": [context.partition_key] * n, "i": list(range(n))})
+
+
+EXPECTED_ROWS = [(k, i) for k in KEYS for i in range(int(k[1:]))]
+
+
+def _rows(value: Any) -> list[tuple[str, int]]:
+    if isinstance(value, pa.RecordBatchReader):
+        value = value.read_all()
+    if isinstance(value, pd.DataFrame):
+        value = pa.Table.from_pandas(value, preserve_index=False)
+    if isinstance(value, pl.LazyFrame):
+        value = value.collect()
+    if isinstance(value, pl.DataFrame):
+        value = value.to_arrow()
+    return [(r["key"], r["i"]) for r in value.to_pylist()]
+
+
+# ----------------------------------------------------------------------------- every annotation
+
+
+def test_several_partitions_load_by_annotation_in_partition_order(io_manager: RemoteStoreIOManager) -> None:
+    write_partitions(io_manager, chunk, KEYS)
+    got: dict[str, Any] = {}
+
+    @asset(ins={"chunk": AssetIn()})
+    def unannotated(chunk):  # type: ignore[no-untyped-def]
+        got["none"] = chunk
+
+    @asset(ins={"chunk": AssetIn()})
+    def as_any(chunk: Any) -> None:
+        got["any"] = chunk
+
+    @asset(ins={"chunk": AssetIn()})
+    def as_dict(chunk: dict[str, pa.Table]) -> None:
+        got["dict"] = chunk
+
+    @asset(ins={"chunk": AssetIn()})
+    def as_table(chunk: pa.Table) -> None:
+        got["table"] = chunk
+
+    @asset(ins={"chunk": AssetIn()})
+    def as_pandas(chunk: pd.DataFrame) -> None:
+        got["pandas"] = chunk
+
+    @asset(ins={"chunk": AssetIn()})
+    def as_polars(chunk: pl.DataFrame) -> None:
+        got["polars"] = chunk
+
+    @asset(ins={"chunk": AssetIn()})
+    def as_lazy(chunk: pl.LazyFrame) -> None:
+        got["lazy"] = chunk.collect()
+
+    @asset(ins={"chunk": AssetIn()})
+    def as_stream(chunk: pa.RecordBatchReader) -> None:
+        got["stream"] = chunk.read_all()
+
+    consumers = [unannotated, as_any, as_dict, as_table, as_pandas, as_polars, as_lazy, as_stream]
+    result = materialize([chunk, *consumers], resources={"io_manager": io_manager}, selection=consumers)
+    assert result.success
+
+    for label in ("none", "any", "dict"):
+        value = got[label]
+        assert isinstance(value, dict), label
+        assert list(value) == KEYS, label  # partition order, not sorted, not completion order
+        assert all(isinstance(v, pa.Table) for v in value.values())
+        assert {k: v.num_rows for k, v in value.items()} == {k: int(k[1:]) for k in KEYS}
+    for label in ("table", "pandas", "polars", "lazy", "stream"):
+        assert _rows(got[label]) == EXPECTED_ROWS, label
+    assert isinstance(got["pandas"], pd.DataFrame) and isinstance(got["polars"], pl.DataFrame)
+
+
+def test_one_listing_replaces_per_partition_heads(
+    backend_kind: str, io_manager: RemoteStoreIOManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The partitions are found by listing the asset folder once, never by one HEAD each."""
+    write_partitions(io_manager, chunk, KEYS)
+    calls = {"find_one": 0, "list": 0}
+    real_find_one, real_list = loading.find_one, loading.list_folder
+
+    def find_one(*args: Any, **kw: Any) -> Any:
+        calls["find_one"] += 1
+        return real_find_one(*args, **kw)
+
+    def list_folder(*args: Any, **kw: Any) -> Any:
+        calls["list"] += 1
+        return real_list(*args, **kw)
+
+    monkeypatch.setattr(loading, "find_one", find_one)
+    monkeypatch.setattr(loading, "list_folder", list_folder)
+    got: dict[str, Any] = {}
+
+    @asset(ins={"chunk": AssetIn()})
+    def combined(chunk: pa.Table) -> None:
+        got["t"] = chunk
+
+    assert run_consumer(io_manager, chunk, combined).success
+    assert _rows(got["t"]) == EXPECTED_ROWS
+    assert calls == {"find_one": 0, "list": 1}
+
+
+# ----------------------------------------------------------------------------- missing partitions
+
+
+@asset(partitions_def=PARTS, name="sparse")
+def sparse(context: AssetExecutionContext) -> pa.Table:
+    return pa.table({"k": [context.partition_key]})
+
+
+def test_missing_partitions_fail_naming_the_partition_or_are_skipped(io_manager: RemoteStoreIOManager) -> None:
+    present = ["k03", "k10", "k07"]
+    write_partitions(io_manager, sparse, present)
+    got: dict[str, Any] = {}
+
+    @asset(ins={"sparse": AssetIn()})
+    def strict(sparse: pa.Table) -> None:
+        pass
+
+    @asset(ins={"sparse": AssetIn()})
+    def strict_dict(sparse):  # type: ignore[no-untyped-def]
+        pass
+
+    for consumer in (strict, strict_dict):
+        result = run_consumer(io_manager, sparse, consumer, raise_on_error=False)
+        assert not result.success
+        message = failure_text(result)
+        assert "asset sparse partition 'k01'" in message and "no stored data" in message, message
+        assert "'k02'" in message and "allow_missing_partitions" in message
+
+    @asset(ins={"sparse": AssetIn(metadata={"allow_missing_partitions": True})})
+    def lenient_table(sparse: pa.Table) -> None:
+        got["table"] = sparse
+
+    @asset(ins={"sparse": AssetIn(metadata={"allow_missing_partitions": True})})
+    def lenient_dict(sparse: dict[str, pa.Table]) -> None:
+        got["dict"] = sparse
+
+    assert materialize(
+        [sparse, lenient_table, lenient_dict],
+        resources={"io_manager": io_manager},
+        selection=[lenient_table, lenient_dict],
+    ).success
+    assert got["table"]["k"].to_pylist() == present
+    assert list(got["dict"]) == present
+
+
+def test_a_broken_partition_is_named_in_the_error(io_manager: RemoteStoreIOManager) -> None:
+    write_partitions(io_manager, chunk, KEYS)
+    store = io_manager.remote_store.get_store("lake")
+    store.write("wh/chunk/partition=k10/data.parquet", b"not parquet at all", overwrite=True)
+
+    @asset(ins={"chunk": AssetIn()})
+    def combined(chunk: pa.Table) -> None:
+        pass
+
+    result = run_consumer(io_manager, chunk, combined, raise_on_error=False)
+    message = failure_text(result)
+    assert "asset chunk partition 'k10'" in message, message
+
+
+# ----------------------------------------------------------------------------- Optional
+
+
+def test_optional_input_loads_none_when_nothing_was_stored(io_manager: RemoteStoreIOManager) -> None:
+    @asset
+    def maybe() -> Optional[pa.Table]:  # noqa: UP045 - the spelling users write
+        return None
+
+    got: dict[str, Any] = {}
+
+    @asset
+    def optional_old(maybe: Optional[pa.Table]) -> None:  # noqa: UP045
+        got["old"] = maybe
+
+    @asset
+    def optional_new(maybe: pl.DataFrame | None) -> None:
+        got["new"] = maybe
+
+    assert materialize([maybe, optional_old, optional_new], resources={"io_manager": io_manager}).success
+    assert got == {"old": None, "new": None}
+
+    @asset
+    def required(maybe: pa.Table) -> None:
+        pass
+
+    result = run_consumer(io_manager, maybe, required, raise_on_error=False)
+    assert "asset maybe" in failure_text(result) and "no stored data" in failure_text(result)
+
+
+def test_optional_partitions(io_manager: RemoteStoreIOManager) -> None:
+    @asset(partitions_def=PARTS)
+    def gappy(context: AssetExecutionContext) -> pa.Table | None:
+        return None if context.partition_key in ("k01", "k02") else pa.table({"k": [context.partition_key]})
+
+    write_partitions(io_manager, gappy, KEYS)
+    got: dict[str, Any] = {}
+
+    @asset(partitions_def=PARTS, ins={"gappy": AssetIn()})
+    def one(context: AssetExecutionContext, gappy: pa.Table | None) -> None:
+        got[context.partition_key] = gappy
+
+    for key in ("k01", "k03"):
+        assert materialize(
+            [gappy, one], resources={"io_manager": io_manager}, selection=[one], partition_key=key
+        ).success
+    assert got["k01"] is None and got["k03"]["k"].to_pylist() == ["k03"]
+
+    @asset(ins={"gappy": AssetIn(partition_mapping=AllPartitionMapping())})
+    def per_key(gappy: dict[str, pa.Table | None]) -> None:
+        got["dict"] = gappy
+
+    @asset(ins={"gappy": AssetIn(partition_mapping=AllPartitionMapping())})
+    def combined(gappy: pa.Table | None) -> None:
+        got["table"] = gappy
+
+    assert materialize(
+        [gappy, per_key, combined], resources={"io_manager": io_manager}, selection=[per_key, combined]
+    ).success
+    assert list(got["dict"]) == KEYS
+    assert got["dict"]["k01"] is None and got["dict"]["k02"] is None
+    assert got["dict"]["k10"]["k"].to_pylist() == ["k10"]
+    assert got["table"]["k"].to_pylist() == ["k03", "k10", "k07"]
+
+
+# ----------------------------------------------------------------------------- pickles
+
+
+def test_hourly_pickled_values_load_as_a_dict_into_a_daily_asset(io_manager: RemoteStoreIOManager) -> None:
+    from dagster import DailyPartitionsDefinition, HourlyPartitionsDefinition
+
+    hourly = HourlyPartitionsDefinition(start_date="2024-01-01-00:00")
+    daily = DailyPartitionsDefinition(start_date="2024-01-01")
+
+    @asset(partitions_def=hourly)
+    def readings(context: AssetExecutionContext) -> dict[str, Any]:
+        return {"hour": context.partition_key, "values": [1, 2, 3]}
+
+    hours = [f"2024-01-01-{h:02d}:00" for h in range(24)]
+    write_partitions(io_manager, readings, hours)
+    store = io_manager.remote_store.get_store("lake")
+    assert store.exists("wh/readings/partition=2024-01-01-05%3A00/data.pickle")
+    got: dict[str, Any] = {}
+
+    @asset(partitions_def=daily, ins={"readings": AssetIn()})
+    def day(readings):  # type: ignore[no-untyped-def]
+        got["day"] = readings
+
+    assert materialize(
+        [readings, day], resources={"io_manager": io_manager}, selection=[day], partition_key="2024-01-01"
+    ).success
+    assert list(got["day"]) == hours
+    assert got["day"]["2024-01-01-05:00"] == {"hour": "2024-01-01-05:00", "values": [1, 2, 3]}
+
+
+# ----------------------------------------------------------------------------- schema evolution
+
+
+def test_added_columns_and_widened_types_concatenate(io_manager: RemoteStoreIOManager) -> None:
+    tables = {
+        "k03": pa.table({"id": pa.array([1], pa.int32()), "x": pa.array([0.5], pa.float32())}),
+        "k01": pa.table({"id": pa.array([2], pa.int64()), "x": pa.array([1.5], pa.float64()), "new": ["n"]}),
+        "k10": pa.table({"id": pa.array([3], pa.int16()), "x": pa.array([2], pa.int32())}),
+        "k02": pa.table({"new": ["m"], "id": pa.array([4], pa.uint8())}),
+        "k07": pa.table({"id": pa.array([5], pa.int64()), "x": pa.array([None], pa.null())}),
+    }
+
+    @asset(partitions_def=PARTS)
+    def evolving(context: AssetExecutionContext) -> pa.Table:
+        return tables[context.partition_key]
+
+    write_partitions(io_manager, evolving, KEYS)
+    got: dict[str, Any] = {}
+
+    @asset(ins={"evolving": AssetIn()})
+    def combined(evolving: pa.Table) -> None:
+        got["table"] = evolving
+
+    @asset(ins={"evolving": AssetIn()})
+    def streamed(evolving: pa.RecordBatchReader) -> None:
+        got["stream_schema"] = evolving.schema
+        got["stream"] = evolving.read_all()
+
+    @asset(ins={"evolving": AssetIn()})
+    def frame(evolving: pd.DataFrame) -> None:
+        got["pandas"] = evolving
+
+    consumers = [combined, streamed, frame]
+    assert materialize([evolving, *consumers], resources={"io_manager": io_manager}, selection=consumers).success
+    table = got["table"]
+    assert table.schema.names == ["id", "x", "new"]
+    assert table.schema.field("id").type == pa.int64() and table.schema.field("x").type == pa.float64()
+    assert table.to_pylist() == [
+        {"id": 1, "x": 0.5, "new": None},
+        {"id": 2, "x": 1.5, "new": "n"},
+        {"id": 3, "x": 2.0, "new": None},
+        {"id": 4, "x": None, "new": "m"},
+        {"id": 5, "x": None, "new": None},
+    ]
+    assert got["stream"].equals(table)
+    assert got["stream_schema"].names == ["id", "x", "new"]
+    assert got["pandas"]["id"].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_incompatible_types_fail_naming_both_partitions_and_the_field(io_manager: RemoteStoreIOManager) -> None:
+    @asset(partitions_def=PARTS)
+    def drifting(context: AssetExecutionContext) -> pa.Table:
+        if context.partition_key == "k10":
+            return pa.table({"id": [1], "v": ["one"]})
+        return pa.table({"id": [1], "v": [1]})
+
+    write_partitions(io_manager, drifting, KEYS)
+
+    @asset(ins={"drifting": AssetIn()})
+    def combined(drifting: pa.Table) -> None:
+        pass
+
+    @asset(ins={"drifting": AssetIn()})
+    def streamed(drifting: pa.RecordBatchReader) -> None:
+        pass
+
+    for consumer in (combined, streamed):
+        result = run_consumer(io_manager, drifting, consumer, raise_on_error=False)
+        message = failure_text(result)
+        assert "asset drifting" in message and "'k03'" in message and "'k10'" in message, message
+        assert "field 'v'" in message and "int64 vs string" in message, message
+
+    got: dict[str, Any] = {}
+
+    @asset(ins={"drifting": AssetIn()})
+    def separately(drifting: dict[str, pa.Table]) -> None:
+        got["d"] = drifting
+
+    assert run_consumer(io_manager, drifting, separately).success
+    assert got["d"]["k10"]["v"].to_pylist() == ["one"]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "wide"),
+    [
+        (pa.int32(), pa.int64(), pa.int64()),
+        (pa.uint32(), pa.int32(), pa.int64()),
+        (pa.uint8(), pa.int64(), pa.int64()),
+        (pa.float32(), pa.float64(), pa.float64()),
+        (pa.int64(), pa.float32(), pa.float64()),
+        (pa.null(), pa.string(), pa.string()),
+        (pa.string(), pa.large_string(), pa.large_string()),
+        (pa.uint64(), pa.int64(), None),
+        (pa.int64(), pa.string(), None),
+        (pa.timestamp("ms"), pa.timestamp("us"), None),
+        (pa.bool_(), pa.int8(), None),
+    ],
+)
+def test_widening_rules(a: pa.DataType, b: pa.DataType, wide: pa.DataType | None) -> None:
+    assert loading.widen(a, b) == wide
+    assert loading.widen(b, a) == wide
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def test_a_multi_partition_load_logs_one_info_line(
+    io_manager: RemoteStoreIOManager, instance: DagsterInstance
+) -> None:
+    write_partitions(io_manager, chunk, KEYS)
+
+    @asset(ins={"chunk": AssetIn()})
+    def combined(chunk: pa.Table) -> None:
+        pass
+
+    result = run_consumer(io_manager, chunk, combined, instance=instance)
+    assert result.success
+    lines = [
+        r.user_message
+        for r in instance.all_logs(result.run_id)
+        if r.level == logging.INFO and "loaded" in r.user_message and "partitions" in r.user_message
+    ]
+    assert len(lines) == 1, lines
+    assert "asset chunk, 5 of 5 partitions: loaded" in lines[0]
+    assert "23 rows" in lines[0] and "MiB/s" in lines[0] and "/wh/chunk" in lines[0]
+
+
+def test_pickle_round_trip_through_dict_values(io_manager: RemoteStoreIOManager) -> None:
+    """``dict[str, T]`` values are type-checked per partition like a single load."""
+
+    @asset(partitions_def=PARTS)
+    def numbers(context: AssetExecutionContext) -> list[int]:
+        return [int(context.partition_key[1:])]
+
+    write_partitions(io_manager, numbers, KEYS)
+    got: dict[str, Any] = {}
+
+    @asset(ins={"numbers": AssetIn()})
+    def as_lists(numbers: dict[str, list[int]]) -> None:
+        got["d"] = numbers
+
+    assert run_consumer(io_manager, numbers, as_lists).success
+    assert got["d"] == {k: [int(k[1:])] for k in KEYS}
+    store = io_manager.remote_store.get_store("lake")
+    assert pickle.loads(store.read_bytes("wh/numbers/partition=k07/data.pickle")) == [7]
+
+
+# ----------------------------------------------------------------------------- requests on the wire
+
+
+def test_requests_on_the_wire(seaweedfs_server: Any, unique_root: str) -> None:
+    """Several partitions: one ListObjectsV2, no HEAD, footer + data GETs; one object: no listing."""
+    import _fault_proxy as fp
+    from conftest import BUCKET
+
+    seen: list[tuple[str, bool]] = []
+
+    def record(request: fp.Request, count: int) -> str:
+        seen.append((request.method, "list-type" in request.query))
+        return fp.PASS
+
+    with fp.FaultProxy(seaweedfs_server.port) as proxy:
+        options = {**seaweedfs_server.backend_options(BUCKET), "endpoint_url": proxy.endpoint_url}
+        remote_store = RemoteStoreResource(
+            backends={"main": {"type": "s3-pyarrow", "options": options}},
+            stores={"lake": {"backend": "main", "root_path": unique_root}},
+        )
+        io_manager = RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix="wh")
+
+        @asset
+        def whole() -> pa.Table:
+            return pa.table({"v": [1, 2]})
+
+        write_partitions(io_manager, chunk, KEYS)
+        assert materialize([whole], resources={"io_manager": io_manager}).success
+        got: dict[str, Any] = {}
+
+        @asset(ins={"chunk": AssetIn()})
+        def combined(chunk: pa.Table) -> None:
+            got["t"] = chunk
+
+        @asset(ins={"whole": AssetIn()})
+        def single(whole: pa.Table) -> None:
+            got["w"] = whole
+
+        proxy.rule = record
+        assert run_consumer(io_manager, chunk, combined).success
+        many = list(seen)
+        seen.clear()
+        assert materialize([whole, single], resources={"io_manager": io_manager}, selection=[single]).success
+        one = list(seen)
+        proxy.rule = fp.pass_all
+        remote_store.close()
+
+    assert _rows(got["t"]) == EXPECTED_ROWS and got["w"]["v"].to_pylist() == [1, 2]
+    assert many.count(("GET", True)) == 1, many  # one listing
+    assert many.count(("HEAD", False)) == 0, many  # no HEAD per partition
+    assert many.count(("GET", False)) <= 2 * len(KEYS), many  # footer + column chunks per partition
+    assert ("GET", True) not in one and one.count(("HEAD", False)) <= 2, one  # no listing for one object
