@@ -340,12 +340,13 @@ def s3rver_script() -> Path | None:
 class S3rverServer(S3Server):
     """``s3rver`` (npm, ``node``) with a filesystem data directory.
 
-    It knows one access key, ``S3RVER`` (any other is ``InvalidAccessKeyId``) but does not verify
-    SigV4 signatures, so a wrong secret passes. It keeps objects in ``data_dir`` across restarts, and implements multipart uploads and DeleteObjects
-    but answers ``NotImplemented`` to ListMultipartUploads and UploadPartCopy and
-    ``MethodNotAllowed`` to AbortMultipartUpload. PyArrow needs
-    ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` with it (no aws-chunked bodies); the
-    process gets ``client_env()``, clients in the test process need it too.
+    It knows one access key, ``S3RVER`` (any other is ``InvalidAccessKeyId``), but does not
+    verify SigV4 signatures, so a wrong secret passes. It keeps objects in ``data_dir`` across
+    restarts and implements multipart uploads, CopyObject, DeleteObjects and user metadata, but
+    answers ``NotImplemented`` to ListMultipartUploads and UploadPartCopy, ``MethodNotAllowed``
+    to AbortMultipartUpload and ListParts, and its delimiter listings miss folders whose objects
+    all lie two or more levels deeper. PyArrow needs ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required``
+    with it (no aws-chunked bodies): set it in the client's environment.
     """
 
     access_key: str = "S3RVER"

@@ -262,7 +262,8 @@ _MESSAGES = {  # AWS's own texts, so clients and our error mapping see what a re
 
 
 def _error_response(status: int) -> bytes:
-    reason = {500: "Internal Server Error", 503: "Service Unavailable", 403: "Forbidden", 501: "Not Implemented"}[status]
+    reasons = {500: "Internal Server Error", 503: "Service Unavailable", 403: "Forbidden", 501: "Not Implemented"}
+    reason = reasons[status]
     code = {500: "InternalError", 503: "SlowDown", 403: "AccessDenied", 501: "NotImplemented"}[status]
     body = (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'

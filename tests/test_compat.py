@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -21,13 +23,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import _fault_proxy as fp
 import botocore.exceptions
-import numpy as np
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pytest
 
-import _fault_proxy as fp
 from remote_store_dagster import RemoteStoreResource
 from remote_store_dagster.cleanup import build_cleanup_sensor
 from remote_store_dagster.io_manager import RemoteStoreIOManager
@@ -136,7 +138,10 @@ def iam_moto() -> Iterator[IamMoto]:
             created = iam.create_access_key(UserName=user)["AccessKey"]
             keys[user] = (created["AccessKeyId"], created["SecretAccessKey"])
         request = urllib.request.Request(  # not form-encoded: moto reads the raw body
-            f"{server.endpoint_url}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
+            f"{server.endpoint_url}/moto-api/reset-auth",
+            data=b"0",
+            method="POST",
+            headers={"Content-Type": "text/plain"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert json.loads(response.read())["status"] == "ok"
@@ -214,7 +219,9 @@ def test_moto_enforces_iam_policies(iam_moto: IamMoto) -> None:
 
 def test_read_only_policy_loads_and_cannot_write(iam_moto: IamMoto, asset_name: str) -> None:
     table = _table(1000)
-    assert dg.materialize([_asset(asset_name, lambda: table)], resources={"io_manager": iam_moto.io_manager("admin")}).success
+    assert dg.materialize(
+        [_asset(asset_name, lambda: table)], resources={"io_manager": iam_moto.io_manager("admin")}
+    ).success
 
     assert _load(iam_moto, "reader", asset_name).equals(table)
 
@@ -232,7 +239,9 @@ def test_read_only_policy_loads_and_cannot_write(iam_moto: IamMoto, asset_name: 
 
 
 @pytest.mark.parametrize("rows", [1000, LARGE_ROWS], ids=["small", "large"])
-def test_write_policy_publishes_without_listing_multipart_uploads(iam_moto: IamMoto, asset_name: str, rows: int) -> None:
+def test_write_policy_publishes_without_listing_multipart_uploads(
+    iam_moto: IamMoto, asset_name: str, rows: int
+) -> None:
     """The write policy has no s3:ListBucketMultipartUploads: small (PutObject) and large (multipart) publish."""
     for tag in ("v1", "v2"):  # a first write and an overwrite
         table = _table(rows, tag)
@@ -250,12 +259,13 @@ def test_write_policy_publishes_without_listing_multipart_uploads(iam_moto: IamM
 def test_write_policy_failed_large_write_keeps_the_previous_version(iam_moto: IamMoto, asset_name: str) -> None:
     """A producer that fails after several parts: the upload is aborted with s3:AbortMultipartUpload."""
     good = _table(1000)
-    assert dg.materialize([_asset(asset_name, lambda: good)], resources={"io_manager": iam_moto.io_manager("writer")}).success
+    assert dg.materialize(
+        [_asset(asset_name, lambda: good)], resources={"io_manager": iam_moto.io_manager("writer")}
+    ).success
     before = iam_moto.client().get_object(Bucket=BUCKET, Key=_object_key(asset_name))["Body"].read()
 
     def failing() -> Iterator[pa.RecordBatch]:
-        for batch in _table(LARGE_ROWS).to_batches(max_chunksize=200_000):
-            yield batch
+        yield from _table(LARGE_ROWS).to_batches(max_chunksize=200_000)
         raise RuntimeError("producer failed mid-stream")
 
     schema = _table(1).schema
@@ -325,9 +335,7 @@ def _uploads(client: Any, asset_name: str) -> list[str]:
     return [u["UploadId"] for u in response.get("Uploads", [])]
 
 
-def test_cleanup_policy_deletes_leftovers_and_aborts_uploads(
-    iam_moto: IamMoto, asset_name: str
-) -> None:
+def test_cleanup_policy_deletes_leftovers_and_aborts_uploads(iam_moto: IamMoto, asset_name: str) -> None:
     staging, upload_id = _leftovers(iam_moto, asset_name)
     report, warnings = _tick(iam_moto.resource("cleaner"))
     client = iam_moto.client()
@@ -337,9 +345,7 @@ def test_cleanup_policy_deletes_leftovers_and_aborts_uploads(
     assert warnings == ""
 
 
-def test_cleanup_without_upload_listing_permission_warns_and_still_deletes(
-    iam_moto: IamMoto, asset_name: str
-) -> None:
+def test_cleanup_without_upload_listing_permission_warns_and_still_deletes(iam_moto: IamMoto, asset_name: str) -> None:
     """IAM without s3:ListBucketMultipartUploads (moto answers AccessDenied): objects go, uploads stay, a warning."""
     staging, upload_id = _leftovers(iam_moto, asset_name)
     report, warnings = _tick(iam_moto.resource("cleaner_without_upload_listing"))
@@ -352,9 +358,7 @@ def test_cleanup_without_upload_listing_permission_warns_and_still_deletes(
 
 
 @pytest.mark.parametrize("answer", [fp.ACCESS_DENIED, fp.NOT_IMPLEMENTED])
-def test_cleanup_through_proxy_denying_list_multipart_uploads(
-    iam_moto: IamMoto, asset_name: str, answer: str
-) -> None:
+def test_cleanup_through_proxy_denying_list_multipart_uploads(iam_moto: IamMoto, asset_name: str, answer: str) -> None:
     """The same through the fault proxy, for a server/IAM combination moto cannot express (and s3rver's 501)."""
 
     def deny_listing(request: fp.Request, count: int) -> str:
@@ -394,7 +398,10 @@ def test_s3rver_operations_we_rely_on_and_its_gaps(s3rver_server: S3rverServer) 
     key = f"{base}/big"
     upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata={"rsd-run-id": "r2"})["UploadId"]
     parts = [
-        {"PartNumber": n, "ETag": client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=body)["ETag"]}
+        {
+            "PartNumber": n,
+            "ETag": client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=body)["ETag"],
+        }
         for n, body in ((1, b"x" * (5 << 20)), (2, b"y"))
     ]
     assert code(lambda: client.list_multipart_uploads(Bucket=bucket)) == "NotImplemented"
@@ -402,7 +409,11 @@ def test_s3rver_operations_we_rely_on_and_its_gaps(s3rver_server: S3rverServer) 
     assert (
         code(
             lambda: client.upload_part_copy(
-                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=3, CopySource={"Bucket": bucket, "Key": f"{base}/a"}
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=3,
+                CopySource={"Bucket": bucket, "Key": f"{base}/a"},
             )
         )
         == "NotImplemented"
@@ -439,7 +450,34 @@ def _exists_in(client: Any, bucket: str, key: str) -> bool:
     return True
 
 
-def test_s3rver_needs_when_required_checksums_for_pyarrow(s3rver_server: S3rverServer) -> None:
-    """The environment the docs tell old servers to set is what makes PyArrow work on s3rver."""
-    assert os.environ["AWS_REQUEST_CHECKSUM_CALCULATION"] == "when_required"  # conftest
-    assert s3rver_server.client_env()["AWS_REQUEST_CHECKSUM_CALCULATION"] == "when_required"
+_CHECKSUM_PROBE = """
+import sys
+import pyarrow as pa, pyarrow.parquet as pq, pyarrow.fs as pfs
+fs = pfs.S3FileSystem(access_key="S3RVER", secret_key="S3RVER", endpoint_override=sys.argv[1], scheme="http",
+                      region="us-east-1")
+path = f"rsd-test/{sys.argv[2]}/small.parquet"
+pq.write_table(pa.table({"a": list(range(10))}), path, filesystem=fs)
+with fs.open_input_stream(path) as f:
+    body = f.read()
+print(len(body), body[:4] == body[-4:] == b"PAR1")
+"""
+
+
+@pytest.mark.parametrize("setting", [None, "when_required"])
+def test_s3rver_needs_when_required_checksums_for_pyarrow(s3rver_server: S3rverServer, setting: str | None) -> None:
+    """Without ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` PyArrow's write 'succeeds' on s3rver, but the
+    object holds the aws-chunked framing (CRC trailer included), not the Parquet file: silent corruption."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    if setting:
+        env["AWS_REQUEST_CHECKSUM_CALCULATION"] = setting
+    probe = subprocess.run(
+        [sys.executable, "-c", _CHECKSUM_PROBE, s3rver_server.endpoint_url, f"ck-{uuid.uuid4().hex[:8]}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    _size, is_parquet = probe.stdout.split()
+    assert is_parquet == ("True" if setting else "False"), probe.stdout
