@@ -39,7 +39,8 @@ BUCKET = "rsd-iam"
 ROOT = "lake"
 PREFIX = "warehouse"
 GRACE = timedelta(seconds=1)
-LARGE_ROWS = 1_500_000  # ~12 MiB of Parquet: more than one multipart part
+LARGE_ROWS = 1_500_000  # ~12 MiB of Parquet: over the 8 MiB single-PutObject limit, so a multipart upload
+FAILING_ROWS = 5_000_000  # ~40 MiB: at least two 16 MiB parts are on the server before the producer fails
 
 
 def _statement(sid: str, actions: list[str], resource: str) -> dict[str, Any]:
@@ -270,7 +271,7 @@ def test_write_policy_failed_large_write_keeps_the_previous_version(iam_moto: Ia
     before = iam_moto.client().get_object(Bucket=BUCKET, Key=_object_key(asset_name))["Body"].read()
 
     def failing() -> Iterator[pa.RecordBatch]:
-        yield from _table(LARGE_ROWS).to_batches(max_chunksize=200_000)
+        yield from _table(FAILING_ROWS).to_batches(max_chunksize=200_000)
         raise RuntimeError("producer failed mid-stream")
 
     schema = _table(1).schema
@@ -536,7 +537,7 @@ def test_s3rver_failed_large_write_keeps_the_previous_version(
     before = client.get_object(Bucket="rsd-test", Key=key)["Body"].read()
 
     def failing() -> Iterator[pa.RecordBatch]:
-        yield from _table(LARGE_ROWS).to_batches(max_chunksize=200_000)
+        yield from _table(FAILING_ROWS).to_batches(max_chunksize=200_000)
         raise RuntimeError("producer failed mid-stream")
 
     schema = _table(1).schema
@@ -553,4 +554,4 @@ def test_s3rver_failed_large_write_keeps_the_previous_version(
     ]
     assert listed == [key]
     [(_, _, parts, size)] = s3rver_server.pending_uploads("rsd-test", key.rsplit("/", 1)[0] + "/")
-    assert parts >= 1 and size > 0
+    assert parts >= 2 and size >= 32 << 20  # really mid-upload; s3rver refused the abort
