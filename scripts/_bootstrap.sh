@@ -49,3 +49,23 @@ ensure_chromium() {
         exit 1
     fi
 }
+
+ensure_s3rver() {
+    # s3rver (npm, pinned in tests/s3rver/package-lock.json) into .test-tools/s3rver: the S3 server
+    # without ListMultipartUploads/AbortMultipartUpload that the compatibility tests run on.
+    local dest="$ROOT/.test-tools/s3rver" want stamp
+    want="$(cat "$ROOT/tests/s3rver/package.json" "$ROOT/tests/s3rver/package-lock.json" | sha256sum | cut -d' ' -f1)"
+    stamp="$dest/.rsd-installed"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -f "$dest/node_modules/s3rver/bin/s3rver.js" ]]; then
+        return 0
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "error: the s3rver tests need node and npm (https://nodejs.org, or: sudo apt-get install nodejs npm)" >&2
+        exit 1
+    fi
+    echo ">> installing s3rver (npm ci, tests/s3rver/package-lock.json) into $dest" >&2
+    mkdir -p "$dest"
+    cp "$ROOT/tests/s3rver/package.json" "$ROOT/tests/s3rver/package-lock.json" "$dest/"
+    (cd "$dest" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    echo "$want" > "$stamp"
+}

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 PASS = "pass"
 ERROR_500 = "500"
 ERROR_503 = "503"
-ACCESS_DENIED = "403"  # what S3 answers an IAM policy without the operation's permission
-NOT_IMPLEMENTED = "501"  # what s3rver answers ListMultipartUploads
+ACCESS_DENIED = "403"  # what S3 answers an IAM policy that lacks the operation's permission
+NOT_IMPLEMENTED = "501"  # what a server without the operation (s3rver: ListMultipartUploads) answers
 RESET = "reset"  # RST before the request reaches the server
 RESET_AFTER = "reset_after"  # forwarded; RST instead of the server's answer
 
@@ -255,13 +255,19 @@ def _read_response(stream: object, method: str) -> bytes:
         return raw_head + _read_body(stream, headers)
 
 
+_MESSAGES = {  # AWS's own texts, so clients and our error mapping see what a real denial looks like
+    403: "Access Denied",
+    501: "A parameter you provided implies functionality that is not implemented",
+}
+
+
 def _error_response(status: int) -> bytes:
-    reasons = {403: "Forbidden", 500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}
+    reasons = {500: "Internal Server Error", 503: "Service Unavailable", 403: "Forbidden", 501: "Not Implemented"}
     reason = reasons[status]
-    code = {403: "AccessDenied", 500: "InternalError", 501: "NotImplemented", 503: "SlowDown"}[status]
+    code = {500: "InternalError", 503: "SlowDown", 403: "AccessDenied", 501: "NotImplemented"}[status]
     body = (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-        f"<Message>injected by the test proxy</Message><RequestId>fault</RequestId></Error>"
+        f"<Message>{_MESSAGES.get(status, 'injected by the test proxy')}</Message><RequestId>fault</RequestId></Error>"
     ).encode()
     return (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"

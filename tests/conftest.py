@@ -1,7 +1,7 @@
-"""Shared fixtures: real S3 servers (moto, SeaweedFS) on 127.0.0.1 and a store on each backend.
+"""Shared fixtures: real S3 servers (moto, SeaweedFS, s3rver) on 127.0.0.1 and a store on each backend.
 
-Every test that takes ``remote_store`` runs three times: on the ``local``
-backend, and on ``s3-pyarrow`` against moto and against SeaweedFS. Each test
+Every test that takes ``remote_store`` runs on the ``local`` backend and on
+``s3-pyarrow`` against moto, SeaweedFS and s3rver. Each test
 gets its own root path, so tests never see each other's objects.
 """
 
@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from remote_store_dagster import RemoteStoreResource
-from remote_store_dagster.testing import MotoServer, S3Server, SeaweedFSServer
+from remote_store_dagster.testing import MotoServer, S3rverServer, S3Server, SeaweedFSServer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
 BUCKET = "rsd-test"
-S3_BACKENDS = ("moto", "seaweedfs")
+S3_BACKENDS = ("moto", "seaweedfs", "s3rver")
 ALL_BACKENDS = ("local", *S3_BACKENDS)
 
 os.environ.update(
@@ -46,6 +46,16 @@ def moto_server() -> Iterator[MotoServer]:
 @pytest.fixture(scope="session")
 def seaweedfs_server() -> Iterator[SeaweedFSServer]:
     server = SeaweedFSServer()
+    server.start()
+    server.create_bucket(BUCKET)
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def s3rver_server() -> Iterator[S3rverServer]:
+    """s3rver: no ListMultipartUploads, AbortMultipartUpload or UploadPartCopy (the compatibility floor)."""
+    server = S3rverServer()
     server.start()
     server.create_bucket(BUCKET)
     yield server

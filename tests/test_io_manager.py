@@ -8,6 +8,7 @@ from typing import Any, BinaryIO
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from dagster import (
@@ -28,6 +29,7 @@ from dagster import (
 )
 
 from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
+from remote_store_dagster import _remote_store_adapter as adapter
 from remote_store_dagster._publish import data_path_for
 
 TABLE = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "name": ["a", "b", "c"], "score": [0.5, 1.5, 2.5]})
@@ -46,6 +48,8 @@ def instance() -> Iterator[DagsterInstance]:
 
 def stored_files(io_manager: RemoteStoreIOManager) -> list[str]:
     store = io_manager.remote_store.get_store("lake")
+    if adapter.is_s3_pyarrow(store):  # one flat listing: s3rver's folder (delimiter) listings miss deep keys
+        return sorted(path for path, _, _ in adapter.s3_list_objects(store, ""))
     return sorted(str(f.path) for f in store.list_files("", recursive=True))
 
 
@@ -372,6 +376,11 @@ def test_hostile_partition_keys_round_trip_and_stay_inside_the_asset_folder(
     assert {k: v["key"][0].as_py() for k, v in got.items()} == {k: k for k in HOSTILE_KEYS}
 
 
+def _on_s3rver(io_manager: RemoteStoreIOManager) -> bool:
+    options = io_manager.remote_store.backends["main"].options
+    return options.get("key") == "S3RVER"  # S3rverServer's one access key
+
+
 def _dataset_folder(io_manager: RemoteStoreIOManager, asset_name: str) -> tuple[Any, str]:
     dp = data_path_for(io_manager.remote_store.get_store("lake"))
     return dp.filesystem, dp.native(f"warehouse/{asset_name}")
@@ -397,7 +406,15 @@ def test_hive_layout_reads_as_one_dataset_with_pyarrow_and_duckdb(io_manager: Re
         assert materialize([sales], resources={"io_manager": io_manager}, partition_key=key).success
 
     fs, folder = _dataset_folder(io_manager, "sales")
-    dataset = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
+    if _on_s3rver(io_manager):
+        # s3rver 3.7.1 answers a folder probe (delimiter listing) with nothing when every object lies two or more
+        # folders deeper, so PyArrow calls the asset folder missing. Documented; readers pass the files instead.
+        with pytest.raises(FileNotFoundError):
+            ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
+        files = [i.path for i in fs.get_file_info(pafs.FileSelector(folder, recursive=True)) if i.is_file]
+        dataset = ds.dataset(files, filesystem=fs, format="parquet", partitioning="hive", partition_base_dir=folder)
+    else:
+        dataset = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
     table = dataset.to_table()
     assert table.num_rows == 8
     assert set(table.column_names) == {"amount", "day_seen", "color", "date"}

@@ -9,7 +9,15 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from remote_store_dagster.testing import MotoServer, S3Server, S3ServerError, SeaweedFSServer, port_is_free
+from remote_store_dagster.testing import (
+    S3RVER_ENV,
+    MotoServer,
+    S3rverServer,
+    S3Server,
+    S3ServerError,
+    SeaweedFSServer,
+    port_is_free,
+)
 
 BUCKET = "rsd-test"
 
@@ -24,7 +32,7 @@ def _client(server: S3Server, secret: str | None = None) -> object:
     )
 
 
-@pytest.mark.parametrize("kind", ["moto", "seaweedfs"])
+@pytest.mark.parametrize("kind", ["moto", "seaweedfs", "s3rver"])
 def test_server_runs_on_loopback_with_bucket(kind: str, request: pytest.FixtureRequest) -> None:
     server: S3Server = request.getfixturevalue(f"{kind}_server")
     assert server.endpoint_url.startswith("http://127.0.0.1:")
@@ -78,3 +86,44 @@ def test_missing_executable_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_pat
         server.cleanup()
     assert server.data_dir is not None
     assert not server.data_dir.exists()
+
+
+def test_s3rver_keeps_data_across_restart_on_the_same_port(tmp_path: Path) -> None:
+    server = S3rverServer(data_dir=tmp_path / "data", log_path=tmp_path / "s3rver.log")
+    try:
+        server.start()
+        port = server.port
+        server.create_bucket(BUCKET)
+        server.create_bucket(BUCKET)  # idempotent (s3rver says BucketAlreadyExists)
+        client = server.client()
+        client.put_object(Bucket=BUCKET, Key="k/v", Body=b"v", Metadata={"rsd-run-id": "r"})
+        upload_id = client.create_multipart_upload(Bucket=BUCKET, Key="k/big")["UploadId"]
+        client.upload_part(Bucket=BUCKET, Key="k/big", UploadId=upload_id, PartNumber=1, Body=b"abc")
+        assert server.pending_uploads(BUCKET) == [("k/big", upload_id, 1, 3)]
+        assert server.pending_uploads(BUCKET, prefix="other/") == []
+        server.restart()
+        assert server.port == port
+        head = server.client().head_object(Bucket=BUCKET, Key="k/v")
+        assert head["Metadata"] == {"rsd-run-id": "r"}
+        server.kill()
+        assert server.pid is not None and port_is_free(port)
+    finally:
+        server.cleanup()
+    assert (tmp_path / "data").is_dir()  # a caller's data_dir is never removed
+
+
+def test_s3rver_knows_only_its_access_key(s3rver_server: S3rverServer) -> None:
+    client = S3rverServer(port=s3rver_server.port, access_key="someone-else").client()
+    with pytest.raises(botocore.exceptions.ClientError) as exc_info:
+        client.list_objects_v2(Bucket=BUCKET)
+    assert exc_info.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+
+
+def test_s3rver_not_installed_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(S3RVER_ENV, str(tmp_path / "missing" / "s3rver.js"))
+    server = S3rverServer(log_path=tmp_path / "s3rver.log")
+    try:
+        with pytest.raises(S3ServerError, match=r"s3rver not found .*scripts/test installs it"):
+            server.start()
+    finally:
+        server.cleanup()
