@@ -138,8 +138,12 @@ class RemoteStoreIOManager(ConfigurableIOManager):
             return f"s3://{native}"
         if dp.kind == "local":
             return Path(native).as_uri()
+        backend = adapter.store_backend(dp.store).name
+        if backend == "s3":
+            # remote-store's plain S3 backend: its native path is "<bucket>/<key>".
+            return f"s3://{dp.store.native_path(path)}"
         root = adapter.store_root(dp.store)
-        return f"{adapter.store_backend(dp.store).name}://{layout.join(root, path)}"
+        return f"{backend}://{layout.join(root, path)}"
 
     # ------------------------------------------------------------------ output
 

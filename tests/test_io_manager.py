@@ -1,4 +1,10 @@
-"""RemoteStoreIOManager round trips on local, s3-pyarrow@moto and s3-pyarrow@SeaweedFS."""
+"""RemoteStoreIOManager round trips on local, s3-pyarrow@moto, s3-pyarrow@SeaweedFS and plain s3 on SeaweedFS.
+
+The plain ``s3`` backend has no PyArrow data path of its own: writes go through
+``pyarrow_fs(store)`` into ``_staging`` and ``Store.move``. The ``memory``
+backend lives only as long as one run's registry, so its tests write, read and
+look at the store within one run (see ``test_memory_backend_within_one_run``).
+"""
 
 import io
 import pickle
@@ -28,9 +34,17 @@ from dagster import (
 )
 
 from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
+from remote_store_dagster._errors import RemoteStoreConfigError
 from remote_store_dagster._publish import data_path_for
+from conftest import BUCKET, MEMORY, PERSISTENT_BACKENDS, PLAIN_S3
 
 TABLE = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "name": ["a", "b", "c"], "score": [0.5, 1.5, 2.5]})
+
+
+@pytest.fixture(params=PERSISTENT_BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """Every round trip here also runs on the plain ``s3`` backend (memory: see below)."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -45,8 +59,17 @@ def instance() -> Iterator[DagsterInstance]:
 
 
 def stored_files(io_manager: RemoteStoreIOManager) -> list[str]:
+    """Every object in the store, except empty folder markers of the reserved ``_staging`` folder.
+
+    SeaweedFS keeps a folder that the plain ``s3`` backend emptied (``Store.move``
+    out of ``_staging``) and lists it as a zero-byte entry; it holds no data.
+    """
     store = io_manager.remote_store.get_store("lake")
-    return sorted(str(f.path) for f in store.list_files("", recursive=True))
+    return sorted(
+        str(f.path)
+        for f in store.list_files("", recursive=True)
+        if not (f.size == 0 and str(f.path).rsplit("/", 1)[-1] == "_staging")
+    )
 
 
 def failure_text(result: Any) -> str:
@@ -106,13 +129,15 @@ def test_table_outputs_round_trip_to_every_table_annotation(io_manager: RemoteSt
 
                 @asset(name=f"load_{label}", ins={"src": AssetIn()})
                 def consumer_any(src):  # type: ignore[no-untyped-def]
-                    loaded[label] = src
+                    loaded[label] = (type(src), _as_arrow(src))
 
                 return consumer_any
 
             @asset(name=f"load_{label}", ins={"src": AssetIn()})
             def consumer(src: tp) -> None:  # type: ignore[valid-type]
-                loaded[label] = src
+                # Lazy values (LazyFrame, batch readers) are consumed within the run: on Store API
+                # backends they read through the run's registry, which closes with the run.
+                loaded[label] = (type(src), _as_arrow(src))
 
             return consumer
 
@@ -121,10 +146,9 @@ def test_table_outputs_round_trip_to_every_table_annotation(io_manager: RemoteSt
     result = materialize([src, *consumers], resources={"io_manager": io_manager})
     assert result.success
     assert len(loaded) == len(LOAD_TYPES)
-    for label, value in loaded.items():
-        got = _as_arrow(value)
+    for label, (_, got) in loaded.items():
         assert got.select(["id", "name", "score"]).to_pylist() == TABLE.to_pylist(), label
-    assert loaded["none_any"].__class__ is pa.Table
+    assert loaded["none_any"][0] is pa.Table
     assert stored_files(io_manager) == ["warehouse/src/data.parquet"]
 
 
@@ -199,7 +223,18 @@ def test_none_output_stores_nothing(io_manager: RemoteStoreIOManager) -> None:
     assert stored_files(io_manager) == []
 
 
-def test_output_metadata(io_manager: RemoteStoreIOManager) -> None:
+def expected_uri(kind: str, root: str, local_dir: Any, path: str) -> str:
+    """The URI other engines understand, per backend: exact, not just a scheme."""
+    if kind == "local":
+        return str((local_dir / root / path).as_uri())
+    if kind == MEMORY:
+        return f"memory://{root}/{path}"
+    return f"s3://{BUCKET}/{root}/{path}"  # s3-pyarrow and plain s3 alike
+
+
+def test_output_metadata(
+    io_manager: RemoteStoreIOManager, backend_kind: str, unique_root: str, tmp_path: Any
+) -> None:
     @asset
     def table() -> pa.Table:
         return TABLE
@@ -207,8 +242,7 @@ def test_output_metadata(io_manager: RemoteStoreIOManager) -> None:
     result = materialize([table], resources={"io_manager": io_manager})
     metadata = result.asset_materializations_for_node("table")[0].metadata
     uri = metadata["dagster/uri"].value
-    assert isinstance(uri, str) and uri.endswith("/warehouse/table/data.parquet")
-    assert uri.split("://")[0] in ("s3", "file")
+    assert uri == expected_uri(backend_kind, unique_root, tmp_path / "local-backend", "warehouse/table/data.parquet")
     assert metadata["dagster/row_count"].value == 3
     schema = metadata["dagster/column_schema"].value
     assert [(c.name, c.type) for c in schema.columns] == [("id", "int64"), ("name", "string"), ("score", "double")]
@@ -630,9 +664,20 @@ def test_bad_prefix_and_unknown_store_fail_clearly(remote_store: RemoteStoreReso
     def thing() -> bytes:
         return b"x"
 
-    bad_prefix = RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix="ok/../escape")
-    result = materialize([thing], resources={"io_manager": bad_prefix}, raise_on_error=False)
-    assert not result.success
+    for prefix, why in (("ok/../escape", "'..'"), ("_staging", "reserved")):
+        bad_prefix = RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix=prefix)
+        result = materialize([thing], resources={"io_manager": bad_prefix}, raise_on_error=False)
+        assert not result.success
+        failures = [e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE"]
+        assert failures, "a bad prefix must fail when the IO manager starts, before any step"
+        error = failures[0].event_specific_data.error
+        texts = []
+        while error is not None:
+            texts.append(error.message)
+            error = error.cause or error.context
+        message = next(t for t in texts if RemoteStoreConfigError.__name__ in t)
+        assert f"prefix: prefix {prefix!r}" in message and why in message, message
+        assert not list(remote_store.get_store("lake").list_files("", recursive=True))
 
     unknown = RemoteStoreIOManager(remote_store=remote_store, store="nope")
     result = materialize([thing], resources={"io_manager": unknown}, raise_on_error=False)
