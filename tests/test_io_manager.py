@@ -7,6 +7,7 @@ look at the store within one run (see ``test_memory_backend_within_one_run``).
 """
 
 import io
+import os
 import pickle
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
@@ -716,3 +717,148 @@ def test_stream_with_no_batches_fails_clearly(io_manager: RemoteStoreIOManager) 
     result = materialize([empty_stream], resources={"io_manager": io_manager}, raise_on_error=False)
     message = failure_text(result)
     assert "asset empty_stream" in message and "no record batches" in message
+
+
+# ----------------------------------------------------------------------------- Store API backends (memory, plain s3)
+
+
+def test_memory_backend_within_one_run(make_remote_store: Callable[..., RemoteStoreResource], unique_root: str) -> None:
+    """Everything on ``memory`` happens in one run: the backend lives as long as that run's registry.
+
+    Every output kind is written and loaded back (annotations cycle through the
+    table types), bytes stream through ``BinaryIO``, a dict is pickled, and a
+    last asset lists the store through the run's own IO manager.
+    """
+    io_manager = RemoteStoreIOManager(remote_store=make_remote_store(MEMORY), store="lake", prefix="warehouse")
+    payload = bytes(range(256)) * 1024
+    loaded: dict[str, pa.Table] = {}
+    seen: dict[str, Any] = {}
+
+    def make_pair(kind: str, tp: Any) -> list[Any]:
+        @asset(name=f"src_{kind}")
+        def src() -> Any:
+            return OUTPUTS[kind]()
+
+        @asset(name=f"load_{kind}", ins={"src": AssetIn(key=f"src_{kind}")})
+        def load(src: tp) -> None:  # type: ignore[valid-type]
+            loaded[kind] = _as_arrow(src)
+
+        return [src, load]
+
+    pairs = [a for i, kind in enumerate(OUTPUTS) for a in make_pair(kind, LOAD_TYPES[i % 5])]
+
+    @asset
+    def report() -> bytes:
+        return payload
+
+    @asset
+    def model() -> dict[str, Any]:
+        return {"alpha": 0.1}
+
+    @asset
+    def consume(report: BinaryIO, model: dict[str, Any]) -> None:
+        chunks = []
+        while chunk := report.read(65536):
+            chunks.append(chunk)
+        seen["report"] = b"".join(chunks)
+        seen["model"] = model
+
+    @asset(deps=[consume, *pairs], required_resource_keys={"io_manager"})
+    def inspect(context: AssetExecutionContext) -> None:
+        store = context.resources.io_manager.remote_store.get_store("lake")
+        seen["files"] = sorted(str(f.path) for f in store.list_files("", recursive=True))
+
+    result = materialize([*pairs, report, model, consume, inspect], resources={"io_manager": io_manager})
+    assert result.success
+    assert set(loaded) == set(OUTPUTS)
+    for kind, got in loaded.items():
+        assert got.select(["id", "name", "score"]).to_pylist() == TABLE.to_pylist(), kind
+    assert seen["report"] == payload and seen["model"] == {"alpha": 0.1}
+    assert seen["files"] == sorted(
+        [f"warehouse/src_{k}/data.parquet" for k in OUTPUTS]
+        + ["warehouse/report/data.bin", "warehouse/model/data.pickle"]
+    )  # nothing left under _staging
+    metadata = result.asset_materializations_for_node("src_arrow_table")[0].metadata
+    assert metadata["dagster/uri"].value == f"memory://{unique_root}/warehouse/src_arrow_table/data.parquet"
+    assert metadata["dagster/row_count"].value == 3
+
+
+@pytest.mark.parametrize("backend_kind", ["local", MEMORY, PLAIN_S3], indirect=True)
+def test_failed_write_on_store_api_backends_keeps_previous_and_leaves_no_staging(
+    remote_store: RemoteStoreResource,
+) -> None:
+    """The staged path (``pyarrow_fs``/local file + ``Store.move``): a producer that fails
+    mid-stream leaves the previous object as it was and nothing under ``_staging``.
+    One registry throughout, so it runs on ``memory`` too."""
+    from remote_store_dagster._publish import open_publish_stream
+
+    store = remote_store.get_store("lake")
+    dp = data_path_for(store)
+    assert dp.kind != "s3-pyarrow"
+    path = "warehouse/sales/data.parquet"
+    with open_publish_stream(dp, path, staging_prefix="warehouse") as out:
+        pq.write_table(TABLE, out)
+    good = store.read_bytes(path)
+
+    class ProducerFailed(Exception):
+        pass
+
+    with pytest.raises(ProducerFailed), open_publish_stream(dp, path, staging_prefix="warehouse") as out:
+        out.write(b"PAR1" + b"x" * 3 * 1024 * 1024)  # a partial body, bigger than any buffer
+        raise ProducerFailed
+    assert store.read_bytes(path) == good
+    assert pq.read_table(io.BytesIO(good)).equals(TABLE)
+    leftovers = [
+        str(f.path) for f in store.list_files("warehouse", recursive=True) if "/_staging/" in f"/{f.path}/" and f.size
+    ]
+    assert leftovers == []
+    assert sorted(str(f.path) for f in store.list_files("warehouse/sales", recursive=True)) == [path]
+
+
+@pytest.mark.parametrize("backend_kind", ["seaweedfs", PLAIN_S3], indirect=True)
+def test_binary_io_reads_ahead_instead_of_one_get_per_read(
+    backend_kind: str, seaweedfs_server: Any, make_remote_store: Callable[..., RemoteStoreResource], unique_root: str
+) -> None:
+    """64 KiB ``read()`` calls on a ``BinaryIO`` input: the requests are counted at a proxy."""
+    import _fault_proxy as fp
+
+    payload = os.urandom(4 * 1024 * 1024)  # 64 reads of 64 KiB
+    gets: list[str] = []
+    counting = [False]
+
+    def rule(request: fp.Request, count: int) -> str:
+        if counting[0] and request.method == "GET" and "list-type" not in request.query:
+            gets.append(request.target)
+        return fp.PASS
+
+    with fp.FaultProxy(seaweedfs_server.port, rule=rule) as proxy:
+        resource = RemoteStoreResource(
+            backends={
+                "main": {
+                    "type": "s3" if backend_kind == PLAIN_S3 else "s3-pyarrow",
+                    "options": {**seaweedfs_server.backend_options(BUCKET), "endpoint_url": proxy.endpoint_url},
+                }
+            },
+            stores={"lake": {"backend": "main", "root_path": unique_root}},
+        )
+        io_manager = RemoteStoreIOManager(remote_store=resource, store="lake")
+        seen: dict[str, Any] = {}
+
+        @asset
+        def blob() -> bytes:
+            return payload
+
+        @asset
+        def chunked(blob: BinaryIO) -> None:
+            reads, parts = 0, []
+            while chunk := blob.read(65536):
+                reads += 1
+                parts.append(chunk)
+            seen["reads"], seen["data"] = reads, b"".join(parts)
+
+        assert materialize([blob], resources={"io_manager": io_manager}).success
+        counting[0] = True  # the load run: every GetObject of it
+        assert materialize([blob, chunked], resources={"io_manager": io_manager}, selection=[chunked]).success
+        counting[0] = False
+    assert seen["data"] == payload and seen["reads"] == 64
+    assert 1 <= len(gets) <= 4, gets  # one GET per read() would be 64
