@@ -1,22 +1,17 @@
-"""Cleanup sensor guarantees that need a fault, a real multipart upload or a backend without times.
+"""Cleanup sensor guarantees that need a fault, a clock or an unusual backend to show.
 
-* An incomplete upload's age counts from its newest part (real multipart upload on SeaweedFS,
-  parts written on both sides of a whole-second boundary).
-* The cursor moves only after every deletion succeeded; a failed ``DeleteObjects`` is retried by
-  the next tick (the fault is injected at ``tests/_fault_proxy.py``).
-* Deleting an object, or aborting an upload, that is already gone is not an error (the proxy
-  removes it right before the sensor's request reaches the server).
-* A backend without object times (remote-store's ``sql-blob`` on a table without
-  ``modified_at``) is treated as new: never old enough to delete by age.
-
-The tick's "now" is injected (``frozen_clock``), so no test races the wall clock: the grace is
-an hour, and only the one-second resolution of S3 times is waited for.
+* an incomplete upload's age counts from its newest part (real parts at different times, SeaweedFS);
+* the cursor moves only after every deletion succeeded; a failed ``DeleteObjects`` is retried on
+  the next tick (fault injected by ``_fault_proxy`` between the sensor and SeaweedFS);
+* deleting something that is already gone is not an error (a racing delete, done by the proxy);
+* a backend without object times (remote-store's ``sql-blob`` on a key/data-only table) is treated
+  as new: nothing on it is ever old enough to delete by age;
+* ``memory``: one tick within the registry that holds the data (a memory store lives as long as
+  one registry).
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import sqlite3
 import threading
 import time
@@ -26,63 +21,33 @@ from typing import TYPE_CHECKING, Any
 
 import _fault_proxy as fp
 import dagster as dg
-import pyarrow as pa
 import pytest
-from conftest import BUCKET
+from _clock import frozen_sensor_clock, tick_time, young_boundary
+from conftest import BUCKET, MEMORY, PLAIN_S3
 
 from remote_store_dagster import RemoteStoreResource
-from remote_store_dagster import cleanup as cleanup_module
+from remote_store_dagster._errors import RemoteStoreIOError
 from remote_store_dagster.cleanup import build_cleanup_sensor
-from remote_store_dagster.io_manager import RemoteStoreIOManager
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from remote_store_dagster.testing import S3Server, SeaweedFSServer
+    from remote_store_dagster.testing import SeaweedFSServer
 
 PREFIX = "lake1"
 GRACE = timedelta(hours=1)
 
 
-@contextlib.contextmanager
-def frozen_clock(monkeypatch: pytest.MonkeyPatch, at: datetime) -> Iterator[None]:
-    """Every cleanup tick inside the block reads ``at`` as ``datetime.now``."""
-
-    class Frozen(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
-            return at.astimezone(tz) if tz is not None else at.replace(tzinfo=None)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(cleanup_module, "datetime", Frozen)
-        yield
-
-
-def next_whole_second() -> datetime:
-    """Sleep to a whole second at least 0.5 s ahead: S3 times written before it are earlier, after it not."""
-    boundary = math.ceil(time.time() + 0.5)
-    while time.time() < boundary:
-        time.sleep(boundary - time.time() + 0.01)
-    return datetime.fromtimestamp(boundary, tz=UTC)
+@dg.asset
+def sales() -> None: ...
 
 
 @dg.asset
-def sales() -> pa.Table:
-    return pa.table({"n": [1, 2, 3], "nonce": [uuid.uuid4().hex] * 3})
+def events() -> None: ...
 
 
-def tick(
-    resource: RemoteStoreResource, instance: dg.DagsterInstance, sensor: dg.SensorDefinition, cursor: str | None
-) -> tuple[dg.SensorResult, str | None]:
-    """One evaluation; returns the result and the cursor the context holds afterwards."""
-    defs = dg.Definitions(assets=[sales], sensors=[sensor], resources={"remote_store": resource})
-    with dg.build_sensor_context(
-        instance=instance, resources={"remote_store": resource}, definitions=defs, cursor=cursor
-    ) as ctx:
-        result = sensor(ctx)
-        assert isinstance(result, dg.SensorResult)
-        return result, result.cursor
+ASSETS = [sales, events]
 
 
 def text(result: dg.SensorResult) -> str:
@@ -90,190 +55,239 @@ def text(result: dg.SensorResult) -> str:
     return result.skip_reason.skip_message or ""
 
 
-def keys(client: Any, prefix: str) -> set[str]:
+def tick(
+    sensor: dg.SensorDefinition, instance: dg.DagsterInstance, resource: RemoteStoreResource, cursor: str | None
+) -> dg.SensorResult:
+    defs = dg.Definitions(assets=ASSETS, sensors=[sensor])
+    with dg.build_sensor_context(
+        instance=instance, resources={"remote_store": resource}, definitions=defs, cursor=cursor
+    ) as ctx:
+        result = sensor(ctx)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def keys(client: Any, root: str) -> set[str]:
     found: set[str] = set()
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
-        found.update(item["Key"] for item in page.get("Contents", []))
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{root}/"):
+        found.update(item["Key"] for item in page.get("Contents", []) if not item["Key"].endswith("/"))
     return found
 
 
-def uploads(client: Any, prefix: str) -> set[str]:
-    response = client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix)
-    return {u["UploadId"] for u in response.get("Uploads", []) or []}
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
 
 
-@pytest.fixture(params=["seaweedfs"])
-def proxied(
-    request: pytest.FixtureRequest, unique_root: str
-) -> Iterator[tuple[fp.FaultProxy, RemoteStoreResource, Any]]:
-    """A store on an S3 server (SeaweedFS unless parametrized) reached through the fault proxy,
-    and a direct boto3 client."""
-    server: S3Server = request.getfixturevalue(f"{request.param}_server")
-    with fp.FaultProxy(server.port) as proxy:
-        options = {**server.backend_options(BUCKET), "endpoint_url": proxy.endpoint_url}
-        resource = RemoteStoreResource(
-            backends={"main": {"type": "s3-pyarrow", "options": options}},
-            stores={"lake": {"backend": "main", "root_path": unique_root}},
-        )
-        yield proxy, resource, server.client()
-        resource.close()
+def proxied_resource(kind: str, server: SeaweedFSServer, proxy: fp.FaultProxy, root: str) -> RemoteStoreResource:
+    options = {**server.backend_options(BUCKET), "endpoint_url": proxy.endpoint_url}
+    if kind != PLAIN_S3:
+        # One attempt per request: an injected 500 is not retried away inside botocore.
+        options["client_options"] = {"config_kwargs": {"retries": {"max_attempts": 1, "mode": "standard"}}}
+    return RemoteStoreResource(
+        backends={"main": {"type": "s3" if kind == PLAIN_S3 else "s3-pyarrow", "options": options}},
+        stores={"lake": {"backend": "main", "root_path": root}},
+    )
 
 
-# --- upload age ------------------------------------------------------------------------------------
+# --- upload age -----------------------------------------------------------------------------------
 
 
 def test_upload_age_counts_from_its_newest_part(
     seaweedfs_server: SeaweedFSServer,
     make_remote_store: Callable[..., RemoteStoreResource],
     unique_root: str,
+    instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    resource = make_remote_store("seaweedfs")
     client = seaweedfs_server.client()
+    resource = make_remote_store("seaweedfs")
     key = f"{unique_root}/{PREFIX}/sales/data.parquet"
     upload_id = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
-    client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1, Body=b"a" * 1024)
-    boundary = next_whole_second()
-    client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=2, Body=b"b" * 1024)
+    part = b"x" * (5 * 1024 * 1024)
+    client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1, Body=part)
+    boundary = young_boundary()
+    client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=2, Body=part)  # still writing
     parts = client.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id)["Parts"]
-    assert max(p["LastModified"] for p in parts) >= boundary > min(p["LastModified"] for p in parts), parts
-    sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=GRACE)
+    initiated = next(
+        u["Initiated"] for u in client.list_multipart_uploads(Bucket=BUCKET, Prefix=key)["Uploads"]
+        if u["UploadId"] == upload_id
+    )
+    newest = max(p["LastModified"] for p in parts)
+    assert initiated < boundary <= newest, (initiated, boundary, parts)  # the server really shows the gap
+
+    def pending() -> set[str]:
+        return {u["UploadId"] for u in client.list_multipart_uploads(Bucket=BUCKET, Prefix=key).get("Uploads", [])}
+
+    sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=GRACE, delete_wiped=False)
     try:
-        with dg.instance_for_test() as instance:
-            # Started and first written more than the grace ago, but still written to within it: kept.
-            with frozen_clock(monkeypatch, boundary + GRACE - timedelta(milliseconds=250)):
-                result, _ = tick(resource, instance, sensor, None)
-            assert uploads(client, unique_root) == {upload_id}, text(result)
-            assert text(result).startswith("Nothing to clean up"), text(result)
-            # The newest part older than the grace: aborted.
-            with frozen_clock(monkeypatch, datetime.now(UTC) + GRACE + timedelta(seconds=2)):
-                result, _ = tick(resource, instance, sensor, None)
-            assert uploads(client, unique_root) == set(), text(result)
-            assert "aborted 1 incomplete multipart upload (2.0 KiB)" in text(result), text(result)
+        # Started more than the grace ago, but its last part is younger: a live writer, kept.
+        with frozen_sensor_clock(monkeypatch, tick_time(boundary, GRACE)):
+            kept = tick(sensor, instance, resource, None)
+        assert upload_id in pending(), text(kept)
+        assert text(kept).startswith("Nothing to clean up"), text(kept)
+        # Once its newest part is older than the grace: aborted.
+        with frozen_sensor_clock(monkeypatch, newest + GRACE + timedelta(seconds=1)):
+            aborted = tick(sensor, instance, resource, None)
+        assert upload_id not in pending(), text(aborted)
+        assert "aborted 1 incomplete multipart upload (10.0 MiB)" in text(aborted)
     finally:
-        with contextlib.suppress(Exception):
+        if upload_id in pending():
             client.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
         resource.close()
 
 
-# --- failed deletes and the cursor -------------------------------------------------------------------
+# --- failed deletes and the cursor ----------------------------------------------------------------
 
 
-def test_failed_delete_keeps_the_cursor_and_the_next_tick_retries(
-    proxied: tuple[fp.FaultProxy, RemoteStoreResource, Any], unique_root: str
+def test_failed_delete_keeps_the_cursor_and_is_retried_next_tick(
+    seaweedfs_server: SeaweedFSServer, unique_root: str, instance: dg.DagsterInstance
 ) -> None:
-    proxy, resource, client = proxied
-    io_manager = RemoteStoreIOManager(remote_store=resource, store="lake", prefix=PREFIX)
+    client = seaweedfs_server.client()
+    failing = threading.Event()
+    failing.set()
+
+    def rule(request: fp.Request, count: int) -> str:
+        return fp.ERROR_500 if failing.is_set() and request.operation == "DeleteObjects" else fp.PASS
+
+    wiped_keys = {f"{unique_root}/{PREFIX}/sales/{name}" for name in ("data.parquet", "_meta/x.json")}
+    kept_keys = {f"{unique_root}/{PREFIX}/events/data.parquet"}
+    for key in wiped_keys | kept_keys:
+        client.put_object(Bucket=BUCKET, Key=key, Body=key.encode())
+    time.sleep(1.1)  # S3 object times have one-second resolution: written before the wipe's second
+    instance.wipe_assets([dg.AssetKey("sales")])
     sensor = build_cleanup_sensor(store="lake", prefix=PREFIX)
-    data_key = f"{unique_root}/{PREFIX}/sales/data.parquet"
-    with dg.instance_for_test() as instance:
-        assert dg.materialize([sales], instance=instance, resources={"io_manager": io_manager}).success
-        first, cursor = tick(resource, instance, sensor, None)
-        assert text(first).startswith("Nothing to clean up"), text(first)
-        time.sleep(1.1)  # S3 times have one-second resolution
-        instance.wipe_assets([dg.AssetKey("sales")])
-        assert data_key in keys(client, unique_root)
+    with fp.FaultProxy(seaweedfs_server.port, rule=rule) as proxy:
+        resource = proxied_resource("seaweedfs", seaweedfs_server, proxy, unique_root)
+        try:
+            cursor: str | None = None
+            try:
+                result = tick(sensor, instance, resource, cursor)
+            except (RemoteStoreIOError, OSError) as exc:
+                # Per-key errors are collected (RemoteStoreIOError); a failed request surfaces as is.
+                assert "injected by the test proxy" in str(exc) or "InternalError" in str(exc), str(exc)
+            else:  # a tick that swallowed the failure must at least not move the cursor past the wipe
+                assert result.cursor == cursor, text(result)
+                pytest.fail(f"a failed DeleteObjects was reported as success: {text(result)}")
+            assert ("DeleteObjects", fp.ERROR_500) in proxy.injected()
+            assert keys(client, unique_root) == wiped_keys | kept_keys  # nothing deleted
 
-        failing = threading.Event()
-        failing.set()
-        proxy.rule = lambda request, count: (
-            fp.ERROR_500 if failing.is_set() and request.operation == "DeleteObjects" else fp.PASS
-        )
-        defs = dg.Definitions(assets=[sales], sensors=[sensor], resources={"remote_store": resource})
-        with dg.build_sensor_context(
-            instance=instance, resources={"remote_store": resource}, definitions=defs, cursor=cursor
-        ) as ctx:
-            with pytest.raises(Exception, match=r"injected by the test proxy|deletion"):
-                sensor(ctx)
-            assert ctx.cursor == cursor, "the cursor moved although the delete failed"
-        assert ("DeleteObjects", fp.ERROR_500) in proxy.injected()
-        assert data_key in keys(client, unique_root)
-
-        # The next tick (same cursor: the failed one stored nothing) deletes the wiped data.
-        failing.clear()
-        retried, moved = tick(resource, instance, sensor, cursor)
-        assert data_key not in keys(client, unique_root), text(retried)
-        assert "Deleted 1 object" in text(retried), text(retried)
-        assert moved != cursor
-        again, _ = tick(resource, instance, sensor, moved)
-        assert text(again).startswith("Nothing to clean up"), text(again)
+            failing.clear()  # the server recovers: the next tick (same cursor) retries the wipe
+            retried = tick(sensor, instance, resource, cursor)
+            assert keys(client, unique_root) == kept_keys, text(retried)
+            assert "Deleted 2 objects" in text(retried)
+            done = tick(sensor, instance, resource, retried.cursor)
+            assert text(done).startswith("Nothing to clean up"), text(done)
+        finally:
+            resource.close()
 
 
-# --- already gone ---------------------------------------------------------------------------------
-
-
-# moto answers NoSuchUpload to aborting an aborted upload (SeaweedFS does not): both servers.
-@pytest.mark.parametrize("proxied", ["moto", "seaweedfs"], indirect=True)
-def test_deleting_or_aborting_what_is_already_gone_is_not_an_error(
-    proxied: tuple[fp.FaultProxy, RemoteStoreResource, Any], unique_root: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("kind", ["seaweedfs", PLAIN_S3])
+def test_deleting_what_is_already_gone_is_not_an_error(
+    kind: str,
+    seaweedfs_server: SeaweedFSServer,
+    unique_root: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Another cleaner gets there first: the proxy deletes the object / aborts the upload right
-    before the sensor's own request reaches the server."""
-    proxy, resource, client = proxied
-    staging = [f"{unique_root}/{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet" for _ in range(3)]
-    for key in staging:
-        client.put_object(Bucket=BUCKET, Key=key, Body=b"leftover")
-    upload_key = f"{unique_root}/{PREFIX}/sales/data.parquet"
-    upload_id = client.create_multipart_upload(Bucket=BUCKET, Key=upload_key)["UploadId"]
-    client.upload_part(Bucket=BUCKET, Key=upload_key, UploadId=upload_id, PartNumber=1, Body=b"x" * 1024)
+    """Another tick (or a person) deletes a leftover between this tick's listing and its delete."""
+    client = seaweedfs_server.client()
+    leftovers = {f"{unique_root}/{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet" for _ in range(3)}
+    for key in leftovers:
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"partial")
+    racing = sorted(leftovers)[0]
     raced: list[str] = []
 
-    def someone_else_first(request: fp.Request, count: int) -> str:
-        if request.operation == "DeleteObjects":
-            for key in staging:
-                client.delete_object(Bucket=BUCKET, Key=key)
-            raced.append("delete")
-        elif request.operation == "AbortMultipartUpload":
-            with contextlib.suppress(Exception):
-                client.abort_multipart_upload(Bucket=BUCKET, Key=upload_key, UploadId=upload_id)
-            raced.append("abort")
+    def rule(request: fp.Request, count: int) -> str:
+        deleting = request.operation == "DeleteObjects" or (
+            request.method in ("HEAD", "DELETE") and request.path.endswith(racing)
+        )
+        if deleting and not raced:
+            client.delete_object(Bucket=BUCKET, Key=racing)  # straight to the server, not through the proxy
+            raced.append(request.operation)
         return fp.PASS
 
-    proxy.rule = someone_else_first
     sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=GRACE)
-    with dg.instance_for_test() as instance, frozen_clock(monkeypatch, datetime.now(UTC) + GRACE + timedelta(2)):
-        result, _ = tick(resource, instance, sensor, None)
-    assert sorted(set(raced)) == ["abort", "delete"], raced
-    assert keys(client, f"{unique_root}/") == set()
-    assert uploads(client, unique_root) == set()
+    with fp.FaultProxy(seaweedfs_server.port, rule=rule) as proxy:
+        resource = proxied_resource(kind, seaweedfs_server, proxy, unique_root)
+        try:
+            with frozen_sensor_clock(monkeypatch, datetime.now(UTC) + GRACE + timedelta(minutes=1)):
+                result = tick(sensor, instance, resource, None)
+        finally:
+            resource.close()
+    assert raced, "the racing delete never happened"
     assert "Deleted 3 objects" in text(result), text(result)
+    assert keys(client, unique_root) == set()
 
 
-# --- no object times ------------------------------------------------------------------------------
+# --- a backend without object times ---------------------------------------------------------------
 
 
-def _sql_blob_store(path: Path, *, with_times: bool) -> RemoteStoreResource:
-    """remote-store's ``sql-blob`` backend on SQLite; without ``modified_at`` it reports no times."""
-    db = sqlite3.connect(path)
-    columns = "key TEXT PRIMARY KEY, data BLOB NOT NULL, size INTEGER" + (", modified_at REAL" if with_times else "")
-    db.execute(f"CREATE TABLE blobs ({columns})")
-    db.commit()
-    db.close()
-    return RemoteStoreResource(
+def test_backend_without_object_times_treats_everything_as_new(
+    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """remote-store's ``sql-blob`` on a table with only ``key`` and ``data`` reports no times."""
+    database = tmp_path / "objects.sqlite"
+    with sqlite3.connect(database) as con:
+        con.execute("create table objects (key text primary key, data blob not null)")
+    resource = RemoteStoreResource(
         backends={
-            "db": {
-                "type": "sql-blob",
-                "options": {"url": f"sqlite:///{path}", "table_name": "blobs", "create_table": False},
-            }
+            "db": {"type": "sql-blob", "options": {"url": f"sqlite:///{database}", "table_name": "objects",
+                                                    "create_table": False}}
         },
-        stores={"lake": {"backend": "db", "root_path": "root"}},
+        stores={"lake": {"backend": "db"}},
     )
-
-
-def test_backend_without_object_times_is_treated_as_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=timedelta(0))
-    far_future = datetime.now(UTC) + timedelta(days=3650)
-    outcome: dict[bool, list[str]] = {}
-    for with_times in (False, True):
-        resource = _sql_blob_store(tmp_path / f"times-{with_times}.db", with_times=with_times)
-        store = resource.get_store("lake")
-        leftover = f"{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet"
-        store.write(leftover, b"leftover")
-        times = {f.modified_at.year for f in store.list_files(PREFIX, recursive=True)}
-        assert (times == {1}) is not with_times, times  # year 1: remote-store's "unknown"
-        with dg.instance_for_test() as instance, frozen_clock(monkeypatch, far_future):
-            tick(resource, instance, sensor, None)
-        outcome[with_times] = [str(f.path) for f in store.list_files(PREFIX, recursive=True)]
+    store = resource.get_store("lake")
+    paths = [f"{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet", f"{PREFIX}/retired/data.parquet"]
+    for path in paths:
+        store.write(path, b"bytes")
+    infos = list(store.list_files(PREFIX, recursive=True))
+    assert {i.modified_at.year for i in infos} == {1}, infos  # really no times: datetime.min
+    sensor = build_cleanup_sensor(
+        store="lake", prefix=PREFIX, leftover_grace=timedelta(0), delete_orphans=True, orphan_grace=timedelta(0)
+    )
+    try:
+        with frozen_sensor_clock(monkeypatch, datetime.now(UTC) + timedelta(days=3650)):
+            result = tick(sensor, instance, resource, None)
+        assert text(result).startswith("Nothing to clean up"), text(result)
+        assert sorted(str(i.path) for i in store.list_files(PREFIX, recursive=True)) == sorted(paths)
+    finally:
         resource.close()
-    assert outcome[False] != [], "an object without a time was deleted by age"
-    assert outcome[True] == [], "control: with times, the same leftover is old enough to go"
+
+
+# --- memory: one registry -------------------------------------------------------------------------
+
+
+def test_memory_store_cleaned_within_one_registry(
+    make_remote_store: Callable[..., RemoteStoreResource], instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data is written through the sensor context's own resource, so the tick sees it."""
+    sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=GRACE)
+    dry = build_cleanup_sensor("dry", store="lake", prefix=PREFIX, leftover_grace=GRACE, dry_run=True)
+    defs = dg.Definitions(assets=ASSETS, sensors=[sensor, dry])
+    with dg.build_sensor_context(
+        instance=instance, resources={"remote_store": make_remote_store(MEMORY)}, definitions=defs
+    ) as ctx:
+        store = ctx.resources.remote_store.get_store("lake")
+        old = f"{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet"
+        wiped = f"{PREFIX}/sales/data.parquet"
+        for path in (old, wiped, f"{PREFIX}/events/data.parquet", f"{PREFIX}x/_staging/a.data.parquet"):
+            store.write(path, path.encode())
+        boundary = young_boundary()
+        instance.wipe_assets([dg.AssetKey("sales")])
+        young = f"{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet"
+        store.write(young, b"in flight")
+
+        def listing() -> list[str]:
+            return sorted(str(i.path) for i in store.list_files("", recursive=True))
+
+        before = listing()
+        with frozen_sensor_clock(monkeypatch, tick_time(boundary, GRACE)):
+            preview = dry(ctx)
+            assert isinstance(preview, dg.SensorResult)
+            assert text(preview).startswith("[dry run] Would delete 2 objects"), text(preview)
+            assert listing() == before
+            result = sensor(ctx)
+        assert isinstance(result, dg.SensorResult)
+        assert listing() == sorted(set(before) - {old, wiped}), text(result)
