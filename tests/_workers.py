@@ -189,8 +189,19 @@ def _memwrite(config: dict[str, Any]) -> int:
     metadata = result.asset_materializations_for_node(ASSET)[0].metadata
     stored = int(metadata["stored_bytes"].value)
     rows = int(metadata["dagster/row_count"].value)
-    print(json.dumps({"baseline_mb": baseline, "peak_mb": peak, "peak_reset": reset, "seconds": seconds,
-                      "stored_bytes": stored, "rows": rows}), flush=True)
+    print(
+        json.dumps(
+            {
+                "baseline_mb": baseline,
+                "peak_mb": peak,
+                "peak_reset": reset,
+                "seconds": seconds,
+                "stored_bytes": stored,
+                "rows": rows,
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 
@@ -220,8 +231,10 @@ def _memload(config: dict[str, Any]) -> int:
     materialize([events, consumer], selection=[consumer], resources=resources)
     seconds = time.perf_counter() - start
     peak = peak_rss_mb()
-    print(json.dumps({"baseline_mb": baseline, "peak_mb": peak, "peak_reset": reset, "seconds": seconds, **counted}),
-          flush=True)
+    print(
+        json.dumps({"baseline_mb": baseline, "peak_mb": peak, "peak_reset": reset, "seconds": seconds, **counted}),
+        flush=True,
+    )
     return 0
 
 

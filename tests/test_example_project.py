@@ -18,7 +18,6 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
@@ -30,6 +29,7 @@ from dagster import (
     DagsterInstance,
     Definitions,
     MultiPartitionKey,
+    SensorResult,
     build_sensor_context,
     materialize,
 )
@@ -231,15 +231,23 @@ def test_every_asset_materializes(example_env: dict[str, Any]) -> None:
     events = pads.dataset(f"{base}/events_stream/data.parquet", filesystem=fs)
     assert events.count_rows() == stream["dagster/row_count"]
 
-    # The cleanup sensor is a dry run by default: it evaluates and deletes nothing.
+    # The cleanup sensor is a dry run by default: with a wiped asset it reports what it would
+    # delete, and deletes nothing.
     before = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)))
+    assert f"{base}/report_csv/data.bin" in before
+    time.sleep(1.1)  # the sensor keeps objects written in the wipe's second (S3 times are whole seconds)
+    instance.wipe_assets([AssetKey("report_csv")])
     sensor = defs.get_repository_def().get_sensor_def("remote_store_cleanup")
     with build_sensor_context(
         instance=instance, resources={"remote_store": resources["remote_store"]}, definitions=defs
     ) as ctx:
-        sensor(ctx)
+        dry = sensor(ctx)
     after = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)))
     assert after == before
+    assert isinstance(dry, SensorResult) and dry.skip_reason is not None
+    message = dry.skip_reason.skip_message or ""
+    assert message.startswith("[dry run] Would delete 1 object"), message
+    assert "report_csv/data.bin" in message, message
 
 
 def test_cleanup_sensor_deletes_a_wiped_asset_when_dry_run_is_off(
@@ -294,30 +302,52 @@ def test_streaming_asset_default_is_a_few_hundred_mb(monkeypatch: pytest.MonkeyP
     assert EventStreamConfig().total_mb == 12
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "issue 13 finding: measured as RSS (not Arrow's pool high-water mark), the example's stream holds "
+        "memory in proportion to its size: write only, +194 MiB for 161 MiB of rows vs +37 MiB for 42 MiB "
+        "(+171 MiB with ARROW_DEFAULT_MEMORY_POOL=system). Remove this mark when fixed."
+    ),
+)
 def test_streaming_write_keeps_memory_bounded(seaweedfs_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 96 MB stream is written and read back without holding it in memory."""
+    """A stream is written and read back without holding it in memory: four times the data, same RSS.
+
+    Each run's baseline is the current RSS just before it, with the peak (VmHWM) reset to it
+    through /proc/self/clear_refs; RSS counts Python buffers (the 8 MiB small-output buffer,
+    s3fs/PyArrow client buffers) as well as Arrow's pool. The bigger run goes first, so memory it
+    leaves cached can only make the smaller run look cheaper (the difference is overstated).
+    """
+    import _workers
+
     root = f"example-{uuid.uuid4().hex[:10]}"
     env = _env_for(seaweedfs_server, root)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     defs = build_defs(env)
-    pool = pa.default_memory_pool()
-    pool.release_unused()
-    start = pool.max_memory()
-    result = materialize(
-        [*ALL_ASSETS],
-        resources=defs.resources,
-        run_config={"ops": {"events_stream": {"config": {"total_mb": 96}}}},
-        selection=AssetSelection.assets("events_stream", "events_by_kind"),
+    growth: dict[int, float] = {}
+    rows: dict[int, int] = {}
+    for total_mb in (160, 40):
+        baseline, reset = _workers.measure_from_here()
+        assert reset, "VmHWM could not be reset through /proc/self/clear_refs"
+        result = materialize(
+            [*ALL_ASSETS],
+            resources=defs.resources,
+            run_config={"ops": {"events_stream": {"config": {"total_mb": total_mb}}}},
+            selection=AssetSelection.assets("events_stream", "events_by_kind"),
+        )
+        growth[total_mb] = _workers.peak_rss_mb() - baseline
+        assert result.success
+        (stream,) = _metadata(result, "events_stream")
+        rows[total_mb] = stream["dagster/row_count"]
+    arrow_mib = {mb: n * 56 / 2**20 for mb, n in rows.items()}
+    print(
+        f"\nstreaming write+read, peak RSS growth: {growth[160]:.0f} MiB for {arrow_mib[160]:.0f} MiB of rows, "
+        f"{growth[40]:.0f} MiB for {arrow_mib[40]:.0f} MiB"
     )
-    assert result.success
-    (stream,) = _metadata(result, "events_stream")
-    arrow_bytes = stream["dagster/row_count"] * 56
-    assert arrow_bytes > 90 * 1024 * 1024
-    peak = pool.max_memory() - start
-    assert peak < arrow_bytes / 2, (
-        f"Arrow pool peak grew by {peak / 2**20:.0f} MB for a {arrow_bytes / 2**20:.0f} MB stream"
-    )
+    assert arrow_mib[160] > 150 and arrow_mib[40] < 45
+    assert growth[160] - growth[40] < 40, growth  # 4x the data: not 4x the memory (+~120 MiB if buffered)
+    assert growth[160] < arrow_mib[160] / 2, growth
 
 
 # --------------------------------------------------------------------------- dev command messages
