@@ -3,7 +3,8 @@
 * an incomplete upload's age counts from its newest part (real parts at different times, SeaweedFS);
 * the cursor moves only after every deletion succeeded; a failed ``DeleteObjects`` is retried on
   the next tick (fault injected by ``_fault_proxy`` between the sensor and SeaweedFS);
-* deleting something that is already gone is not an error (a racing delete, done by the proxy);
+* deleting an object, or aborting an upload, that is already gone is not an error (a racing
+  delete/abort, done by the proxy; moto answers NoSuchUpload, SeaweedFS does not);
 * a backend without object times (remote-store's ``sql-blob`` on a key/data-only table) is treated
   as new: nothing on it is ever old enough to delete by age;
 * ``memory``: one tick within the registry that holds the data (a memory store lives as long as
@@ -23,7 +24,7 @@ import _fault_proxy as fp
 import dagster as dg
 import pytest
 from _clock import frozen_sensor_clock, tick_time, young_boundary
-from conftest import BUCKET, MEMORY, PLAIN_S3
+from conftest import BUCKET, MEMORY, PLAIN_S3, server_for
 
 from remote_store_dagster import RemoteStoreResource
 from remote_store_dagster._errors import RemoteStoreIOError
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from remote_store_dagster.testing import SeaweedFSServer
+    from remote_store_dagster.testing import S3Server, SeaweedFSServer
 
 PREFIX = "lake1"
 GRACE = timedelta(hours=1)
@@ -80,7 +81,7 @@ def instance() -> Iterator[dg.DagsterInstance]:
         yield inst
 
 
-def proxied_resource(kind: str, server: SeaweedFSServer, proxy: fp.FaultProxy, root: str) -> RemoteStoreResource:
+def proxied_resource(kind: str, server: S3Server, proxy: fp.FaultProxy, root: str) -> RemoteStoreResource:
     options = {**server.backend_options(BUCKET), "endpoint_url": proxy.endpoint_url}
     if kind != PLAIN_S3:
         # One attempt per request: an injected 500 is not retried away inside botocore.
@@ -183,42 +184,52 @@ def test_failed_delete_keeps_the_cursor_and_is_retried_next_tick(
             resource.close()
 
 
-@pytest.mark.parametrize("kind", ["seaweedfs", PLAIN_S3])
-def test_deleting_what_is_already_gone_is_not_an_error(
+# moto answers NoSuchUpload to aborting an aborted upload (SeaweedFS does not): both servers.
+@pytest.mark.parametrize("kind", ["moto", "seaweedfs", PLAIN_S3])
+def test_deleting_or_aborting_what_is_already_gone_is_not_an_error(
     kind: str,
-    seaweedfs_server: SeaweedFSServer,
+    request: pytest.FixtureRequest,
     unique_root: str,
     instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Another tick (or a person) deletes a leftover between this tick's listing and its delete."""
-    client = seaweedfs_server.client()
+    """Another cleaner gets there first: right before the sensor's own request reaches the server,
+    the proxy deletes one leftover (and, on s3-pyarrow, aborts the stale upload) directly."""
+    server = server_for(request, kind)
+    client = server.client()
     leftovers = {f"{unique_root}/{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet" for _ in range(3)}
     for key in leftovers:
         client.put_object(Bucket=BUCKET, Key=key, Body=b"partial")
     racing = sorted(leftovers)[0]
-    raced: list[str] = []
+    upload_key = f"{unique_root}/{PREFIX}/sales/data.parquet"
+    upload_id = None
+    if kind != PLAIN_S3:  # only s3-pyarrow's cleanup sees multipart uploads
+        upload_id = client.create_multipart_upload(Bucket=BUCKET, Key=upload_key)["UploadId"]
+        client.upload_part(Bucket=BUCKET, Key=upload_key, UploadId=upload_id, PartNumber=1, Body=b"x" * 1024)
+    raced: set[str] = set()
 
-    def rule(request: fp.Request, count: int) -> str:
-        deleting = request.operation == "DeleteObjects" or (
-            request.method in ("HEAD", "DELETE") and request.path.endswith(racing)
-        )
-        if deleting and not raced:
+    def rule(req: fp.Request, count: int) -> str:
+        deleting = req.operation == "DeleteObjects" or (req.method in ("HEAD", "DELETE") and req.path.endswith(racing))
+        if deleting and "delete" not in raced:
             client.delete_object(Bucket=BUCKET, Key=racing)  # straight to the server, not through the proxy
-            raced.append(request.operation)
+            raced.add("delete")
+        if req.operation == "AbortMultipartUpload" and "abort" not in raced:
+            client.abort_multipart_upload(Bucket=BUCKET, Key=upload_key, UploadId=upload_id)
+            raced.add("abort")
         return fp.PASS
 
     sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=GRACE)
-    with fp.FaultProxy(seaweedfs_server.port, rule=rule) as proxy:
-        resource = proxied_resource(kind, seaweedfs_server, proxy, unique_root)
+    with fp.FaultProxy(server.port, rule=rule) as proxy:
+        resource = proxied_resource(kind, server, proxy, unique_root)
         try:
             with frozen_sensor_clock(monkeypatch, datetime.now(UTC) + GRACE + timedelta(minutes=1)):
                 result = tick(sensor, instance, resource, None)
         finally:
             resource.close()
-    assert raced, "the racing delete never happened"
+    assert raced == ({"delete"} if kind == PLAIN_S3 else {"delete", "abort"}), raced
     assert "Deleted 3 objects" in text(result), text(result)
     assert keys(client, unique_root) == set()
+    assert not client.list_multipart_uploads(Bucket=BUCKET, Prefix=f"{unique_root}/").get("Uploads")
 
 
 # --- a backend without object times ---------------------------------------------------------------
@@ -291,3 +302,41 @@ def test_memory_store_cleaned_within_one_registry(
             result = sensor(ctx)
         assert isinstance(result, dg.SensorResult)
         assert listing() == sorted(set(before) - {old, wiped}), text(result)
+
+
+# --- never outside the prefix ---------------------------------------------------------------------
+
+
+def test_a_plan_reaching_outside_the_prefix_stops_before_deleting_anything(
+    make_remote_store: Callable[..., RemoteStoreResource], instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last safety net: if a policy ever chose a path outside ``<prefix>/`` (a bug), the tick
+    refuses and deletes nothing at all, not even the legitimate leftovers. The bug is injected by
+    wrapping the real leftover policy."""
+    from remote_store_dagster import _cleanup_plan as plan_mod
+    from remote_store_dagster import cleanup as cleanup_module
+
+    resource = make_remote_store("local")
+    store = resource.get_store("lake")
+    leftover = store_path = f"{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet"
+    sibling = f"{PREFIX}x/sales/data.parquet"  # shares the string prefix "lake1"
+    for path in (store_path, sibling):
+        store.write(path, b"x")
+    real = plan_mod.leftovers
+
+    def buggy_leftovers(plan: Any, prefix: str, located: Any, *args: Any) -> None:
+        real(plan, prefix, located, *args)
+        outside = plan_mod.locate(prefix, plan_mod.StoredObject(sibling, 1, datetime.now(UTC)))
+        plan.add(outside, plan_mod.LEFTOVER)
+
+    monkeypatch.setattr(cleanup_module.plan_mod, "leftovers", buggy_leftovers)
+    sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=GRACE)
+    try:
+        with (
+            frozen_sensor_clock(monkeypatch, datetime.now(UTC) + GRACE + timedelta(minutes=1)),
+            pytest.raises(RemoteStoreIOError, match=r"refusing to delete outside 'lake1'.*lake1x/sales"),
+        ):
+            tick(sensor, instance, resource, None)
+        assert store.exists(sibling) and store.exists(leftover)
+    finally:
+        resource.close()
