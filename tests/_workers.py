@@ -238,11 +238,40 @@ def _memload(config: dict[str, Any]) -> int:
     return 0
 
 
+def _example_stream(config: dict[str, Any]) -> int:
+    """The example project's streaming write + chunked read, measured from a warmed-up fresh process."""
+    from dagster import AssetSelection, materialize
+
+    os.environ.update(config["env"])
+    from example_project.assets import ALL_ASSETS
+    from example_project.definitions import build_defs
+
+    defs = build_defs(config["env"])
+    selection = AssetSelection.assets("events_stream", "events_by_kind")
+
+    def run(total_mb: int) -> Any:
+        return materialize(
+            [*ALL_ASSETS],
+            resources=defs.resources,
+            run_config={"ops": {"events_stream": {"config": {"total_mb": total_mb}}}},
+            selection=selection,
+        )
+
+    run(4)  # warm-up: imports, clients, one small run
+    baseline, reset = measure_from_here()
+    result = run(config["total_mb"])
+    peak = peak_rss_mb()
+    rows = int(result.asset_materializations_for_node("events_stream")[0].metadata["dagster/row_count"].value)
+    print(json.dumps({"baseline_mb": baseline, "peak_mb": peak, "peak_reset": reset, "rows": rows}), flush=True)
+    return 0
+
+
 def main() -> int:
     mode, raw = sys.argv[1], sys.argv[2]
     config = json.loads(raw)
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-    return {"write": _write, "memwrite": _memwrite, "memload": _memload}[mode](config)
+    modes = {"write": _write, "memwrite": _memwrite, "memload": _memload, "example_stream": _example_stream}
+    return modes[mode](config)
 
 
 if __name__ == "__main__":
