@@ -83,9 +83,8 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 def proxied_resource(kind: str, server: S3Server, proxy: fp.FaultProxy, root: str) -> RemoteStoreResource:
     options = {**server.backend_options(BUCKET), "endpoint_url": proxy.endpoint_url}
-    if kind != PLAIN_S3:
-        # One attempt per request: an injected 500 is not retried away inside botocore.
-        options["client_options"] = {"config_kwargs": {"retries": {"max_attempts": 1, "mode": "standard"}}}
+    # One attempt per request: an injected 500 is not retried away inside botocore.
+    options["client_options"] = {"config_kwargs": {"retries": {"max_attempts": 1, "mode": "standard"}}}
     return RemoteStoreResource(
         backends={"main": {"type": "s3" if kind == PLAIN_S3 else "s3-pyarrow", "options": options}},
         stores={"lake": {"backend": "main", "root_path": root}},
@@ -112,7 +111,8 @@ def test_upload_age_counts_from_its_newest_part(
     client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=2, Body=part)  # still writing
     parts = client.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id)["Parts"]
     initiated = next(
-        u["Initiated"] for u in client.list_multipart_uploads(Bucket=BUCKET, Prefix=key)["Uploads"]
+        u["Initiated"]
+        for u in client.list_multipart_uploads(Bucket=BUCKET, Prefix=key)["Uploads"]
         if u["UploadId"] == upload_id
     )
     newest = max(p["LastModified"] for p in parts)
@@ -142,15 +142,18 @@ def test_upload_age_counts_from_its_newest_part(
 # --- failed deletes and the cursor ----------------------------------------------------------------
 
 
+# s3-pyarrow: one DeleteObjects request fails; plain s3: each DeleteObject fails (collected per path).
+@pytest.mark.parametrize("kind", ["seaweedfs", PLAIN_S3])
 def test_failed_delete_keeps_the_cursor_and_is_retried_next_tick(
-    seaweedfs_server: SeaweedFSServer, unique_root: str, instance: dg.DagsterInstance
+    kind: str, seaweedfs_server: SeaweedFSServer, unique_root: str, instance: dg.DagsterInstance
 ) -> None:
     client = seaweedfs_server.client()
     failing = threading.Event()
     failing.set()
+    deletes = ("DeleteObjects", "DELETE")
 
     def rule(request: fp.Request, count: int) -> str:
-        return fp.ERROR_500 if failing.is_set() and request.operation == "DeleteObjects" else fp.PASS
+        return fp.ERROR_500 if failing.is_set() and request.operation in deletes else fp.PASS
 
     wiped_keys = {f"{unique_root}/{PREFIX}/sales/{name}" for name in ("data.parquet", "_meta/x.json")}
     kept_keys = {f"{unique_root}/{PREFIX}/events/data.parquet"}
@@ -160,18 +163,20 @@ def test_failed_delete_keeps_the_cursor_and_is_retried_next_tick(
     instance.wipe_assets([dg.AssetKey("sales")])
     sensor = build_cleanup_sensor(store="lake", prefix=PREFIX)
     with fp.FaultProxy(seaweedfs_server.port, rule=rule) as proxy:
-        resource = proxied_resource("seaweedfs", seaweedfs_server, proxy, unique_root)
+        resource = proxied_resource(kind, seaweedfs_server, proxy, unique_root)
         try:
             cursor: str | None = None
+            failure = ""
             try:
                 result = tick(sensor, instance, resource, cursor)
             except (RemoteStoreIOError, OSError) as exc:
                 # Per-key errors are collected (RemoteStoreIOError); a failed request surfaces as is.
-                assert "injected by the test proxy" in str(exc) or "InternalError" in str(exc), str(exc)
+                failure = str(exc)
             else:  # a tick that swallowed the failure must at least not move the cursor past the wipe
                 assert result.cursor == cursor, text(result)
                 pytest.fail(f"a failed DeleteObjects was reported as success: {text(result)}")
-            assert ("DeleteObjects", fp.ERROR_500) in proxy.injected()
+            assert "injected by the test proxy" in failure or "InternalError" in failure, failure
+            assert {op for op, _ in proxy.injected()} & set(deletes)
             assert keys(client, unique_root) == wiped_keys | kept_keys  # nothing deleted
 
             failing.clear()  # the server recovers: the next tick (same cursor) retries the wipe
@@ -244,8 +249,10 @@ def test_backend_without_object_times_treats_everything_as_new(
         con.execute("create table objects (key text primary key, data blob not null)")
     resource = RemoteStoreResource(
         backends={
-            "db": {"type": "sql-blob", "options": {"url": f"sqlite:///{database}", "table_name": "objects",
-                                                    "create_table": False}}
+            "db": {
+                "type": "sql-blob",
+                "options": {"url": f"sqlite:///{database}", "table_name": "objects", "create_table": False},
+            }
         },
         stores={"lake": {"backend": "db"}},
     )
