@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import BUCKET, MEMORY, PERSISTENT_BACKENDS, PLAIN_S3
 from dagster import (
     AssetExecutionContext,
     AssetIn,
@@ -37,7 +38,6 @@ from dagster import (
 from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
 from remote_store_dagster._errors import RemoteStoreConfigError
 from remote_store_dagster._publish import data_path_for
-from conftest import BUCKET, MEMORY, PERSISTENT_BACKENDS, PLAIN_S3
 
 TABLE = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "name": ["a", "b", "c"], "score": [0.5, 1.5, 2.5]})
 
