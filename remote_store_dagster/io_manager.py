@@ -31,7 +31,7 @@ from remote_store_dagster import _remote_store_adapter as adapter
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError, S3RefusedError, s3_refusal_error
 from remote_store_dagster._progress import Progress
 from remote_store_dagster._provenance import Provenance
-from remote_store_dagster._publish import SMALL_OBJECT_BYTES, DataPath, data_path_for, open_publish_stream
+from remote_store_dagster._publish import DataPath, data_path_for, open_publish_stream
 from remote_store_dagster.resources import RemoteStoreResource
 
 __all__ = ["RemoteStoreIOManager"]
@@ -156,8 +156,12 @@ class RemoteStoreIOManager(ConfigurableIOManager):
             return f"s3://{native}"
         if dp.kind == "local":
             return Path(native).as_uri()
+        backend = adapter.store_backend(dp.store).name
+        if backend == "s3":
+            # remote-store's plain S3 backend: its native path is "<bucket>/<key>".
+            return f"s3://{dp.store.native_path(path)}"
         root = adapter.store_root(dp.store)
-        return f"{adapter.store_backend(dp.store).name}://{layout.join(root, path)}"
+        return f"{backend}://{layout.join(root, path)}"
 
     # ------------------------------------------------------------------ output
 

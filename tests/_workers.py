@@ -12,7 +12,12 @@ Modes:
   line on stdin before exiting normally (so a test can restart the server
   while the failed writer is still alive).
 * ``memwrite`` / ``memload``: write the asset / load it as a
-  ``pyarrow.RecordBatchReader`` and print one JSON line with peak-RSS figures.
+  ``pyarrow.RecordBatchReader`` and print one JSON line with RSS figures:
+  ``baseline_mb`` is the *current* RSS just before the operation (after a
+  warm-up), with the peak (``VmHWM``) reset to it through
+  ``/proc/self/clear_refs``; ``peak_mb`` is the peak during the operation. RSS
+  counts every buffer (Arrow's pool, Python ``bytes``/``bytearray``, s3fs and
+  PyArrow client buffers), not just Arrow allocations.
 * ``memparts``: store ``partitions`` partitions of ``partition_bytes`` each, then
   load them all as one ``RecordBatchReader``; peak RSS growth is measured from
   the RSS just before the load (peak counter reset through ``/proc/self/clear_refs``).
@@ -20,6 +25,7 @@ Modes:
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -85,6 +91,45 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process right now, in MiB."""
+    rss = _status_mb("VmRSS")
+    assert rss is not None, "needs /proc/self/status (Linux)"
+    return rss
+
+
+def reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0: write "5" to ``/proc/self/clear_refs``).
+
+    Returns False where that is not possible; then ``peak_rss_mb`` includes the
+    warm-up's peak and overstates the growth (never understates it).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def measure_from_here() -> tuple[float, bool]:
+    """(baseline MiB, peak was reset): current RSS just before an operation, peak reset to it."""
+    gc.collect()
+    reset = reset_peak_rss()
+    return current_rss_mb(), reset
+
+
 def _resources(config: dict[str, Any]) -> dict[str, Any]:
     from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
 
@@ -133,20 +178,33 @@ def _memwrite(config: dict[str, Any]) -> int:
     from dagster import asset, materialize
 
     _warm_up(config)
-    baseline = peak_rss_mb()
 
     @asset(name=ASSET)
     def events() -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(SCHEMA, batches(config["seed"], config["total_bytes"]))
 
+    resources = _resources(config)
+    baseline, reset = measure_from_here()
     start = time.perf_counter()
-    result = materialize([events], resources=_resources(config))
+    result = materialize([events], resources=resources)
     seconds = time.perf_counter() - start
+    peak = peak_rss_mb()
     metadata = result.asset_materializations_for_node(ASSET)[0].metadata
     stored = int(metadata["stored_bytes"].value)
     rows = int(metadata["dagster/row_count"].value)
-    print(json.dumps({"baseline_mb": baseline, "peak_mb": peak_rss_mb(), "seconds": seconds,
-                      "stored_bytes": stored, "rows": rows}), flush=True)
+    print(
+        json.dumps(
+            {
+                "baseline_mb": baseline,
+                "peak_mb": peak,
+                "peak_reset": reset,
+                "seconds": seconds,
+                "stored_bytes": stored,
+                "rows": rows,
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 
@@ -154,7 +212,6 @@ def _memload(config: dict[str, Any]) -> int:
     from dagster import AssetIn, asset, materialize
 
     _warm_up(config)
-    baseline = peak_rss_mb()
     counted: dict[str, int] = {}
 
     @asset(name=ASSET)
@@ -171,10 +228,44 @@ def _memload(config: dict[str, Any]) -> int:
         counted["rows"] = rows
         counted["batches"] = batches_seen
 
+    resources = _resources(config)
+    baseline, reset = measure_from_here()
     start = time.perf_counter()
-    materialize([events, consumer], selection=[consumer], resources=_resources(config))
+    materialize([events, consumer], selection=[consumer], resources=resources)
     seconds = time.perf_counter() - start
-    print(json.dumps({"baseline_mb": baseline, "peak_mb": peak_rss_mb(), "seconds": seconds, **counted}), flush=True)
+    peak = peak_rss_mb()
+    print(
+        json.dumps({"baseline_mb": baseline, "peak_mb": peak, "peak_reset": reset, "seconds": seconds, **counted}),
+        flush=True,
+    )
+    return 0
+
+
+def _example_stream(config: dict[str, Any]) -> int:
+    """The example project's streaming write + chunked read, measured from a warmed-up fresh process."""
+    from dagster import AssetSelection, materialize
+
+    os.environ.update(config["env"])
+    from example_project.assets import ALL_ASSETS
+    from example_project.definitions import build_defs
+
+    defs = build_defs(config["env"])
+    selection = AssetSelection.assets("events_stream", "events_by_kind")
+
+    def run(total_mb: int) -> Any:
+        return materialize(
+            [*ALL_ASSETS],
+            resources=defs.resources,
+            run_config={"ops": {"events_stream": {"config": {"total_mb": total_mb}}}},
+            selection=selection,
+        )
+
+    run(4)  # warm-up: imports, clients, one small run
+    baseline, reset = measure_from_here()
+    result = run(config["total_mb"])
+    peak = peak_rss_mb()
+    rows = int(result.asset_materializations_for_node("events_stream")[0].metadata["dagster/row_count"].value)
+    print(json.dumps({"baseline_mb": baseline, "peak_mb": peak, "peak_reset": reset, "rows": rows}), flush=True)
     return 0
 
 
@@ -253,7 +344,14 @@ def main() -> int:
     mode, raw = sys.argv[1], sys.argv[2]
     config = json.loads(raw)
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-    return {"write": _write, "memwrite": _memwrite, "memload": _memload, "memparts": _memparts}[mode](config)
+    modes = {
+        "write": _write,
+        "memwrite": _memwrite,
+        "memload": _memload,
+        "memparts": _memparts,
+        "example_stream": _example_stream,
+    }
+    return modes[mode](config)
 
 
 if __name__ == "__main__":

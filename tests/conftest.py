@@ -3,6 +3,14 @@
 Every test that takes ``remote_store`` runs on the ``local`` backend and on
 ``s3-pyarrow`` against moto, SeaweedFS and s3rver. Each test
 gets its own root path, so tests never see each other's objects.
+
+Backend kinds (``backend_kind``): ``local``; ``moto`` and ``seaweedfs``
+(``s3-pyarrow`` on that server); ``plain_s3`` (remote-store's plain ``s3``
+backend, s3fs only, on SeaweedFS: the non-S3-PyArrow write path through
+``pyarrow_fs(store)`` + staging + ``Store.move``); ``memory`` (lives only as long
+as one registry, i.e. one run: a test on it must write and read within one run).
+A test module widens or narrows the kinds with
+``pytest.mark.parametrize("backend_kind", [...], indirect=True)`` or ``pytestmark``.
 """
 
 from __future__ import annotations
@@ -23,6 +31,13 @@ if TYPE_CHECKING:
 BUCKET = "rsd-test"
 S3_BACKENDS = ("moto", "seaweedfs", "s3rver")
 ALL_BACKENDS = ("local", *S3_BACKENDS)
+#: remote-store's plain ``s3`` backend (no PyArrow data path) on SeaweedFS.
+PLAIN_S3 = "plain_s3"
+MEMORY = "memory"
+#: Backends that persist across runs: every round-trip test can run on them.
+PERSISTENT_BACKENDS = (*ALL_BACKENDS, PLAIN_S3)
+#: S3 server fixture behind each S3 backend kind.
+SERVER_OF = {"moto": "moto", "seaweedfs": "seaweedfs", PLAIN_S3: "seaweedfs"}
 
 os.environ.update(
     {
@@ -65,9 +80,14 @@ def s3rver_server() -> Iterator[S3rverServer]:
 @pytest.fixture
 def s3_server(request: pytest.FixtureRequest, backend_kind: str) -> S3Server:
     """The server behind an S3 ``backend_kind``."""
-    if backend_kind == "local":
-        pytest.fail("s3_server requested for the local backend")
-    return request.getfixturevalue(f"{backend_kind}_server")  # type: ignore[no-any-return]
+    if backend_kind not in SERVER_OF:
+        pytest.fail(f"s3_server requested for the {backend_kind} backend")
+    return server_for(request, backend_kind)
+
+
+def server_for(request: pytest.FixtureRequest, kind: str) -> S3Server:
+    """The (session) S3 server behind backend ``kind``."""
+    return request.getfixturevalue(f"{SERVER_OF[kind]}_server")  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -78,8 +98,11 @@ def unique_root() -> str:
 def backend_spec(kind: str, request: pytest.FixtureRequest, local_dir: Path) -> dict[str, Any]:
     if kind == "local":
         return {"type": "local", "options": {"root": str(local_dir)}}
-    server: S3Server = request.getfixturevalue(f"{kind}_server")
-    return {"type": "s3-pyarrow", "options": server.backend_options(BUCKET)}
+    if kind == MEMORY:
+        return {"type": "memory"}
+    server = server_for(request, kind)
+    backend_type = "s3" if kind == PLAIN_S3 else "s3-pyarrow"
+    return {"type": backend_type, "options": server.backend_options(BUCKET)}
 
 
 @pytest.fixture

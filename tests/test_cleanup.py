@@ -1,4 +1,7 @@
-"""``build_cleanup_sensor``: every policy on local and s3-pyarrow@moto, @SeaweedFS and @s3rver.
+"""``build_cleanup_sensor``: every policy on local, s3-pyarrow@moto, @SeaweedFS and @s3rver, and plain s3.
+
+Grace periods are long (an hour) and ticks run on an injected clock
+(``_clock``), so a slow tick on a loaded machine cannot turn a young object old.
 
 Each test takes a full listing (path -> sha256 of the bytes) of everything
 below the test's store root *and* of a sibling root outside the store
@@ -22,13 +25,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
 import pytest
+from _clock import frozen_sensor_clock, tick_time, young_boundary
+from conftest import PERSISTENT_BACKENDS, S3_BACKENDS, server_for
 from dagster import AssetExecutionContext
 from remote_store import Store
 
@@ -41,7 +46,7 @@ BUCKET = "rsd-test"  # conftest.BUCKET
 PREFIX = "lake1"
 DAILY = dg.DailyPartitionsDefinition(start_date="2024-01-01")
 COLORS = dg.StaticPartitionsDefinition(["red", "green", "blue"])
-GRACE = timedelta(seconds=2)
+GRACE = timedelta(hours=1)  # ticks that must see it expire run on an injected clock
 
 
 def _table(tag: str) -> pa.Table:
@@ -95,6 +100,7 @@ class Env:
     local_dir: Path
     client: Any = None  # boto3 client on S3 backends
     server: S3Server | None = None
+    multipart: bool = False  # s3-pyarrow: the sensor also aborts stale multipart uploads
     cursor: str | None = None
     results: list[dg.SensorResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # WARNING lines of the sensor's log, every tick
@@ -102,7 +108,7 @@ class Env:
     @property
     def lists_uploads(self) -> bool:
         """False on s3rver: no ListMultipartUploads (NotImplemented), no AbortMultipartUpload (MethodNotAllowed)."""
-        return self.client is not None and not isinstance(self.server, S3rverServer)
+        return self.multipart and not isinstance(self.server, S3rverServer)
 
     def snapshot(self) -> dict[str, str]:
         """Every object below ``<root>`` and ``<root>-outside``: path -> sha256."""
@@ -122,7 +128,7 @@ class Env:
         return found
 
     def uploads(self) -> set[tuple[str, str]]:
-        if self.client is None:
+        if not self.multipart:
             return set()
         if isinstance(self.server, S3rverServer):  # read from its data directory
             return {(key, upload_id) for key, upload_id, _, _ in self.server.pending_uploads(BUCKET, self.root)}
@@ -203,6 +209,11 @@ def reported_paths(result: dg.SensorResult) -> set[str]:
     return {p.strip() for p in listed.split(",") if p.strip()}
 
 
+@pytest.fixture(params=PERSISTENT_BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
 def env(
     backend_kind: str,
@@ -215,8 +226,7 @@ def env(
     outside_resource = make_remote_store(backend_kind, root_path=f"{unique_root}-outside")
     client = server = None
     if backend_kind != "local":
-        server = request.getfixturevalue(f"{backend_kind}_server")
-        client = server.client()
+        client = server_for(request, backend_kind).client()
     with dg.instance_for_test() as instance:
         yield Env(
             kind=backend_kind,
@@ -228,6 +238,7 @@ def env(
             local_dir=tmp_path / "local-backend",
             client=client,
             server=server,
+            multipart=backend_kind in S3_BACKENDS,
         )
     outside_resource.close()
 
@@ -251,13 +262,9 @@ def add_noise(env: Env) -> None:
         f"{PREFIX}/events/partition=2024-01-01/data.parquet",
     ):
         env.outside.write(path, path.encode(), overwrite=True)
-    if env.client is not None:
+    if env.multipart:
         env.start_upload(f"{env.root}/lake1x/sales/data.parquet")
         env.start_upload(f"{env.root}-outside/{PREFIX}/sales/data.parquet")
-
-
-def wait_past(grace: timedelta) -> None:
-    time.sleep(grace.total_seconds() + 0.2)
 
 
 def assert_only_gone(env: Env, before: dict[str, str], after: dict[str, str], gone: set[str], msg: str = "") -> None:
@@ -270,21 +277,23 @@ def assert_only_gone(env: Env, before: dict[str, str], after: dict[str, str], go
 # --- leftovers ------------------------------------------------------------------------------------
 
 
-def test_leftovers_older_than_grace_are_reclaimed_younger_survive(env: Env) -> None:
+def test_leftovers_older_than_grace_are_reclaimed_younger_survive(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     add_noise(env)
     env.put(f"{PREFIX}/sales/data.parquet")
     old_staging = env.put(f"{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet")
     old_key = env.key(f"{PREFIX}/events/partition=2024-01-02/data.parquet")
-    old_upload = env.start_upload(old_key) if env.client else None
-    wait_past(GRACE)
+    old_upload = env.start_upload(old_key) if env.multipart else None
+    boundary = young_boundary()
     before, uploads_before = env.snapshot(), env.uploads()
     # In flight right now: younger than the grace.
     young_staging = env.put(f"{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet")
     young_key = env.key(f"{PREFIX}/sales/data.parquet")
-    young_upload = env.start_upload(young_key) if env.client else None
+    young_upload = env.start_upload(young_key) if env.multipart else None
 
     sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=GRACE)
-    result = env.tick(sensor)
+    assert text(env.tick(sensor)).startswith("Nothing to clean up")  # real clock: all younger than an hour
+    with frozen_sensor_clock(monkeypatch, tick_time(boundary, GRACE)):
+        result = env.tick(sensor)
 
     after = env.snapshot()
     assert env.key(young_staging) in after
@@ -295,13 +304,14 @@ def test_leftovers_older_than_grace_are_reclaimed_younger_survive(env: Env) -> N
         assert env.uploads() - uploads_before == {(young_key, young_upload)}
         assert "aborted 1 incomplete multipart upload (1.0 KiB)" in text(result)
         assert not any("multipart" in w for w in env.warnings), env.warnings
-    elif env.client:  # s3rver: the sensor says it cannot see uploads, cleans the objects, leaves uploads alone
+    elif isinstance(env.server, S3rverServer):  # cannot see uploads: cleans objects, leaves uploads
         assert env.uploads() == uploads_before | {(young_key, young_upload)}
         assert "multipart" not in text(result)
         assert any("cannot list incomplete multipart uploads" in w for w in env.warnings), env.warnings
     assert "Deleted 1 object " in text(result) and old_staging in text(result)
-    # Idempotent: the next tick finds nothing of the kind (a long grace: the young ones stay young).
-    again = env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=timedelta(minutes=5)))
+    # Idempotent: the next tick at the same instant finds nothing of the kind (the young ones stay young).
+    with frozen_sensor_clock(monkeypatch, tick_time(boundary, GRACE)):
+        again = env.tick(sensor)
     assert text(again).startswith("Nothing to clean up"), text(again)
 
 
@@ -362,7 +372,9 @@ def failing_sales() -> Any:
 
 
 @pytest.mark.parametrize("backend_kind", ["local", "seaweedfs"], indirect=True)  # moto: slow, same protocol
-def test_killed_writer_leftover_reclaimed_after_grace_not_before(env: Env, tmp_path: Path) -> None:
+def test_killed_writer_leftover_reclaimed_after_grace_not_before(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     add_noise(env)
     env.materialize(sales)
     good = env.snapshot()[env.key(f"{PREFIX}/sales/data.parquet")]
@@ -399,9 +411,8 @@ def test_killed_writer_leftover_reclaimed_after_grace_not_before(env: Env, tmp_p
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    killed_at = time.monotonic()
     before, uploads_before = env.snapshot(), env.uploads()
-    if env.client:
+    if env.multipart:
         ours = {u for u in uploads_before if u[0] == env.key(f"{PREFIX}/sales/data.bin")}
         assert len(ours) == 1
         key, upload_id = next(iter(ours))
@@ -413,19 +424,18 @@ def test_killed_writer_leftover_reclaimed_after_grace_not_before(env: Env, tmp_p
         assert len(leftovers) == 1, sorted(set(before) - set(before_kill))
     assert before[env.key(f"{PREFIX}/sales/data.parquet")] == good
 
-    # Not before the grace: a long grace keeps it.
-    grace = timedelta(seconds=2)
-    patient = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=timedelta(minutes=10))
-    assert text(env.tick(patient)).startswith("Nothing to clean up")
+    # Not before the grace: it is younger than the grace on the real clock.
+    sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=GRACE)
+    assert text(env.tick(sensor)).startswith("Nothing to clean up")
     assert env.snapshot() == before and env.uploads() == uploads_before
 
-    # After the grace: reclaimed, and nothing else.
-    time.sleep(max(0.0, grace.total_seconds() + 0.5 - (time.monotonic() - killed_at)))
-    result = env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=grace))
+    # After the grace (the clock moved on by the grace and a minute): reclaimed, and nothing else.
+    with frozen_sensor_clock(monkeypatch, datetime.now(UTC) + GRACE + timedelta(minutes=1)):
+        result = env.tick(sensor)
     after = env.snapshot()
     assert set(before) - set(after) == leftovers, text(result)
     assert all(after[k] == v for k, v in before.items() if k not in leftovers)
-    if env.client:
+    if env.multipart:
         assert uploads_before - env.uploads() == ours
     assert after[env.key(f"{PREFIX}/sales/data.parquet")] == good
 
@@ -484,7 +494,7 @@ def test_wiped_assets_deleted_rematerialized_kept(env: Env) -> None:
 # --- orphans --------------------------------------------------------------------------------------
 
 
-def test_orphans_opt_in_and_grace(env: Env) -> None:
+def test_orphans_opt_in_and_grace(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     add_noise(env)
     env.put(f"{PREFIX}/sales/data.parquet")
     orphan = {env.put(f"{PREFIX}/retired/data.parquet"), env.put(f"{PREFIX}/retired/color=red/data.parquet")}
@@ -496,18 +506,19 @@ def test_orphans_opt_in_and_grace(env: Env) -> None:
     env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX, delete_orphans=True))  # default grace: 1 day
     assert env.snapshot() == before
 
-    wait_past(GRACE)
+    boundary = young_boundary()
     before = env.snapshot()
     fresh = env.put(f"{PREFIX}/renamed/day=2/data.parquet")
-    # Written without provenance (env.put): deleted only with the explicit opt-in
-    # (tests/test_cleanup_provenance.py covers stamped data and other code locations).
-    kept = env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX, delete_orphans=True, orphan_grace=GRACE))
-    assert env.snapshot() == {**before, env.key(fresh): env.snapshot()[env.key(fresh)]}, text(kept)
-    result = env.tick(
-        build_cleanup_sensor(
-            store="lake", prefix=PREFIX, delete_orphans=True, orphan_grace=GRACE, delete_unstamped_orphans=True
+    with frozen_sensor_clock(monkeypatch, tick_time(boundary, GRACE)):
+        # Written without provenance (env.put): deleted only with the explicit opt-in
+        # (tests/test_cleanup_provenance.py covers stamped data and other code locations).
+        kept = env.tick(build_cleanup_sensor(store="lake", prefix=PREFIX, delete_orphans=True, orphan_grace=GRACE))
+        assert env.snapshot() == {**before, env.key(fresh): env.snapshot()[env.key(fresh)]}, text(kept)
+        result = env.tick(
+            build_cleanup_sensor(
+                store="lake", prefix=PREFIX, delete_orphans=True, orphan_grace=GRACE, delete_unstamped_orphans=True
+            )
         )
-    )
     after = env.snapshot()
     assert env.key(fresh) in after and env.key(active) in after
     del after[env.key(fresh)]
@@ -547,34 +558,38 @@ def test_keep_last_partitions_by_time_and_by_last_modified(env: Env) -> None:
 # --- dry run --------------------------------------------------------------------------------------
 
 
-def test_dry_run_deletes_nothing_and_reports_what_a_real_run_deletes(env: Env) -> None:
+def test_dry_run_deletes_nothing_and_reports_what_a_real_run_deletes(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     add_noise(env)
     for day in ("2024-01-01", "2024-01-02", "2024-01-03"):
         env.put(f"{PREFIX}/events/partition={day}/data.parquet")
     env.put(f"{PREFIX}/nested/data.parquet")
     env.put(f"{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet")
-    upload = env.start_upload(env.key(f"{PREFIX}/sales/data.parquet")) if env.client else None
-    wait_past(GRACE)
+    upload = env.start_upload(env.key(f"{PREFIX}/sales/data.parquet")) if env.multipart else None
+    later = frozen_sensor_clock(monkeypatch, datetime.now(UTC) + GRACE + timedelta(minutes=1))  # leftovers are old
+    time.sleep(1.1)  # S3 object times have one-second resolution: written before the wipe's second
     env.instance.wipe_assets([dg.AssetKey(["nested"])])
     before, uploads_before = env.snapshot(), env.uploads()
     options: dict[str, Any] = {"store": "lake", "prefix": PREFIX, "leftover_grace": GRACE}
     options["keep_last_partitions"] = {"events": 1}
 
-    dry = env.tick(build_cleanup_sensor(**options, dry_run=True))
-    assert text(dry).startswith("[dry run] Would delete 4 objects"), text(dry)
-    assert env.snapshot() == before and env.uploads() == uploads_before
-    assert dry.asset_events and all(e.metadata["remote_store/dry_run"].value is True for e in dry.asset_events)
-    again = env.tick(build_cleanup_sensor(**options, dry_run=True))  # the dry run did not move the cursor
-    assert reported_paths(again) == reported_paths(dry)
+    with later:
+        dry = env.tick(build_cleanup_sensor(**options, dry_run=True))
+        assert text(dry).startswith("[dry run] Would delete 4 objects"), text(dry)
+        assert env.snapshot() == before and env.uploads() == uploads_before
+        assert dry.asset_events and all(e.metadata["remote_store/dry_run"].value is True for e in dry.asset_events)
+        again = env.tick(build_cleanup_sensor(**options, dry_run=True))  # the dry run did not move the cursor
+        assert reported_paths(again) == reported_paths(dry)
 
-    real = env.tick(build_cleanup_sensor(**options))
+        real = env.tick(build_cleanup_sensor(**options))
     after = env.snapshot()
     would = reported_paths(dry)
     assert reported_paths(real) == would
     if env.lists_uploads:
         assert uploads_before - env.uploads() == {(env.key(f"{PREFIX}/sales/data.parquet"), upload)}
         would -= {f"{PREFIX}/sales/data.parquet"}  # the upload, not an object
-    elif env.client:  # s3rver: uploads are neither listed nor aborted (see test_leftovers_...)
+    elif isinstance(env.server, S3rverServer):  # uploads neither listed nor aborted
         assert env.uploads() == uploads_before
     assert len(would) == 4
     assert_only_gone(env, before, after, would, text(real))
@@ -626,8 +641,6 @@ def test_clear_errors(env: Env) -> None:
 
 
 def test_no_key_escapes_its_folder() -> None:
-    from datetime import UTC, datetime
-
     from remote_store_dagster import _layout
     from remote_store_dagster._cleanup_plan import StoredObject, locate
 

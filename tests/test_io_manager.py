@@ -1,6 +1,13 @@
-"""RemoteStoreIOManager round trips on local, s3-pyarrow@moto and s3-pyarrow@SeaweedFS."""
+"""RemoteStoreIOManager round trips on local, s3-pyarrow@moto, s3-pyarrow@SeaweedFS and plain s3 on SeaweedFS.
+
+The plain ``s3`` backend has no PyArrow data path of its own: writes go through
+``pyarrow_fs(store)`` into ``_staging`` and ``Store.move``. The ``memory``
+backend lives only as long as one run's registry, so its tests write, read and
+look at the store within one run (see ``test_memory_backend_within_one_run``).
+"""
 
 import io
+import os
 import pickle
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
@@ -11,6 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from conftest import BUCKET, MEMORY, PERSISTENT_BACKENDS, PLAIN_S3
 from dagster import (
     AssetExecutionContext,
     AssetIn,
@@ -30,9 +38,17 @@ from dagster import (
 
 from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
 from remote_store_dagster import _remote_store_adapter as adapter
+from remote_store_dagster._errors import RemoteStoreConfigError
+from remote_store_dagster._provenance import SIDECAR_NAME
 from remote_store_dagster._publish import data_path_for
 
 TABLE = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "name": ["a", "b", "c"], "score": [0.5, 1.5, 2.5]})
+
+
+@pytest.fixture(params=PERSISTENT_BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """Every round trip here also runs on the plain ``s3`` backend (memory: see below)."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -47,10 +63,18 @@ def instance() -> Iterator[DagsterInstance]:
 
 
 def stored_files(io_manager: RemoteStoreIOManager) -> list[str]:
+    """Every object in the store, except empty folder markers of the reserved ``_staging`` folder.
+
+    SeaweedFS keeps a folder that the plain ``s3`` backend emptied (``Store.move``
+    out of ``_staging``) and lists it as a zero-byte entry; it holds no data.
+    """
     store = io_manager.remote_store.get_store("lake")
     if adapter.is_s3_pyarrow(store):  # one flat listing: s3rver's folder (delimiter) listings miss deep keys
-        return sorted(path for path, _, _ in adapter.s3_list_objects(store, ""))
-    return sorted(str(f.path) for f in store.list_files("", recursive=True))
+        paths = [path for path, _, _ in adapter.s3_list_objects(store, "")]
+    else:
+        paths = [str(f.path) for f in store.list_files("", recursive=True) if f.size or f.path.name != "_staging"]
+    # The provenance sidecar (_provenance.json, non-S3 backends) is tested in test_publish.py.
+    return sorted(p for p in paths if p.rsplit("/", 1)[-1] != SIDECAR_NAME)
 
 
 def failure_text(result: Any) -> str:
@@ -110,13 +134,15 @@ def test_table_outputs_round_trip_to_every_table_annotation(io_manager: RemoteSt
 
                 @asset(name=f"load_{label}", ins={"src": AssetIn()})
                 def consumer_any(src):  # type: ignore[no-untyped-def]
-                    loaded[label] = src
+                    loaded[label] = (type(src), _as_arrow(src))
 
                 return consumer_any
 
             @asset(name=f"load_{label}", ins={"src": AssetIn()})
             def consumer(src: tp) -> None:  # type: ignore[valid-type]
-                loaded[label] = src
+                # Lazy values (LazyFrame, batch readers) are consumed within the run: on Store API
+                # backends they read through the run's registry, which closes with the run.
+                loaded[label] = (type(src), _as_arrow(src))
 
             return consumer
 
@@ -125,10 +151,9 @@ def test_table_outputs_round_trip_to_every_table_annotation(io_manager: RemoteSt
     result = materialize([src, *consumers], resources={"io_manager": io_manager})
     assert result.success
     assert len(loaded) == len(LOAD_TYPES)
-    for label, value in loaded.items():
-        got = _as_arrow(value)
+    for label, (_, got) in loaded.items():
         assert got.select(["id", "name", "score"]).to_pylist() == TABLE.to_pylist(), label
-    assert loaded["none_any"].__class__ is pa.Table
+    assert loaded["none_any"][0] is pa.Table
     assert stored_files(io_manager) == ["warehouse/src/data.parquet"]
 
 
@@ -203,7 +228,18 @@ def test_none_output_stores_nothing(io_manager: RemoteStoreIOManager) -> None:
     assert stored_files(io_manager) == []
 
 
-def test_output_metadata(io_manager: RemoteStoreIOManager) -> None:
+def expected_uri(kind: str, root: str, local_dir: Any, path: str) -> str:
+    """The URI other engines understand, per backend: exact, not just a scheme."""
+    if kind == "local":
+        return str((local_dir / root / path).as_uri())
+    if kind == MEMORY:
+        return f"memory://{root}/{path}"
+    return f"s3://{BUCKET}/{root}/{path}"  # s3-pyarrow and plain s3 alike
+
+
+def test_output_metadata(
+    io_manager: RemoteStoreIOManager, backend_kind: str, unique_root: str, tmp_path: Any
+) -> None:
     @asset
     def table() -> pa.Table:
         return TABLE
@@ -211,8 +247,7 @@ def test_output_metadata(io_manager: RemoteStoreIOManager) -> None:
     result = materialize([table], resources={"io_manager": io_manager})
     metadata = result.asset_materializations_for_node("table")[0].metadata
     uri = metadata["dagster/uri"].value
-    assert isinstance(uri, str) and uri.endswith("/warehouse/table/data.parquet")
-    assert uri.split("://")[0] in ("s3", "file")
+    assert uri == expected_uri(backend_kind, unique_root, tmp_path / "local-backend", "warehouse/table/data.parquet")
     assert metadata["dagster/row_count"].value == 3
     schema = metadata["dagster/column_schema"].value
     assert [(c.name, c.type) for c in schema.columns] == [("id", "int64"), ("name", "string"), ("score", "double")]
@@ -647,9 +682,20 @@ def test_bad_prefix_and_unknown_store_fail_clearly(remote_store: RemoteStoreReso
     def thing() -> bytes:
         return b"x"
 
-    bad_prefix = RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix="ok/../escape")
-    result = materialize([thing], resources={"io_manager": bad_prefix}, raise_on_error=False)
-    assert not result.success
+    for prefix, why in (("ok/../escape", "'..'"), ("_staging", "reserved")):
+        bad_prefix = RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix=prefix)
+        result = materialize([thing], resources={"io_manager": bad_prefix}, raise_on_error=False)
+        assert not result.success
+        failures = [e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE"]
+        assert failures, "a bad prefix must fail when the IO manager starts, before any step"
+        error = failures[0].event_specific_data.error
+        texts = []
+        while error is not None:
+            texts.append(error.message)
+            error = error.cause or error.context
+        message = next(t for t in texts if RemoteStoreConfigError.__name__ in t)
+        assert f"prefix: prefix {prefix!r}" in message and why in message, message
+        assert not list(remote_store.get_store("lake").list_files("", recursive=True))
 
     unknown = RemoteStoreIOManager(remote_store=remote_store, store="nope")
     result = materialize([thing], resources={"io_manager": unknown}, raise_on_error=False)
@@ -688,3 +734,148 @@ def test_stream_with_no_batches_fails_clearly(io_manager: RemoteStoreIOManager) 
     result = materialize([empty_stream], resources={"io_manager": io_manager}, raise_on_error=False)
     message = failure_text(result)
     assert "asset empty_stream" in message and "no record batches" in message
+
+
+# ----------------------------------------------------------------------------- Store API backends (memory, plain s3)
+
+
+def test_memory_backend_within_one_run(make_remote_store: Callable[..., RemoteStoreResource], unique_root: str) -> None:
+    """Everything on ``memory`` happens in one run: the backend lives as long as that run's registry.
+
+    Every output kind is written and loaded back (annotations cycle through the
+    table types), bytes stream through ``BinaryIO``, a dict is pickled, and a
+    last asset lists the store through the run's own IO manager.
+    """
+    io_manager = RemoteStoreIOManager(remote_store=make_remote_store(MEMORY), store="lake", prefix="warehouse")
+    payload = bytes(range(256)) * 1024
+    loaded: dict[str, pa.Table] = {}
+    seen: dict[str, Any] = {}
+
+    def make_pair(kind: str, tp: Any) -> list[Any]:
+        @asset(name=f"src_{kind}")
+        def src() -> Any:
+            return OUTPUTS[kind]()
+
+        @asset(name=f"load_{kind}", ins={"src": AssetIn(key=f"src_{kind}")})
+        def load(src: tp) -> None:  # type: ignore[valid-type]
+            loaded[kind] = _as_arrow(src)
+
+        return [src, load]
+
+    pairs = [a for i, kind in enumerate(OUTPUTS) for a in make_pair(kind, LOAD_TYPES[i % 5])]
+
+    @asset
+    def report() -> bytes:
+        return payload
+
+    @asset
+    def model() -> dict[str, Any]:
+        return {"alpha": 0.1}
+
+    @asset
+    def consume(report: BinaryIO, model: dict[str, Any]) -> None:
+        chunks = []
+        while chunk := report.read(65536):
+            chunks.append(chunk)
+        seen["report"] = b"".join(chunks)
+        seen["model"] = model
+
+    @asset(deps=[consume, *pairs], required_resource_keys={"io_manager"})
+    def inspect(context: AssetExecutionContext) -> None:
+        store = context.resources.io_manager.remote_store.get_store("lake")
+        seen["files"] = sorted(str(f.path) for f in store.list_files("", recursive=True))
+
+    result = materialize([*pairs, report, model, consume, inspect], resources={"io_manager": io_manager})
+    assert result.success
+    assert set(loaded) == set(OUTPUTS)
+    for kind, got in loaded.items():
+        assert got.select(["id", "name", "score"]).to_pylist() == TABLE.to_pylist(), kind
+    assert seen["report"] == payload and seen["model"] == {"alpha": 0.1}
+    assert seen["files"] == sorted(
+        [f"warehouse/src_{k}/data.parquet" for k in OUTPUTS]
+        + ["warehouse/report/data.bin", "warehouse/model/data.pickle"]
+    )  # nothing left under _staging
+    metadata = result.asset_materializations_for_node("src_arrow_table")[0].metadata
+    assert metadata["dagster/uri"].value == f"memory://{unique_root}/warehouse/src_arrow_table/data.parquet"
+    assert metadata["dagster/row_count"].value == 3
+
+
+@pytest.mark.parametrize("backend_kind", ["local", MEMORY, PLAIN_S3], indirect=True)
+def test_failed_write_on_store_api_backends_keeps_previous_and_leaves_no_staging(
+    remote_store: RemoteStoreResource,
+) -> None:
+    """The staged path (``pyarrow_fs``/local file + ``Store.move``): a producer that fails
+    mid-stream leaves the previous object as it was and nothing under ``_staging``.
+    One registry throughout, so it runs on ``memory`` too."""
+    from remote_store_dagster._publish import open_publish_stream
+
+    store = remote_store.get_store("lake")
+    dp = data_path_for(store)
+    assert dp.kind != "s3-pyarrow"
+    path = "warehouse/sales/data.parquet"
+    with open_publish_stream(dp, path, staging_prefix="warehouse") as out:
+        pq.write_table(TABLE, out)
+    good = store.read_bytes(path)
+
+    class ProducerFailed(Exception):
+        pass
+
+    with pytest.raises(ProducerFailed), open_publish_stream(dp, path, staging_prefix="warehouse") as out:
+        out.write(b"PAR1" + b"x" * 3 * 1024 * 1024)  # a partial body, bigger than any buffer
+        raise ProducerFailed
+    assert store.read_bytes(path) == good
+    assert pq.read_table(io.BytesIO(good)).equals(TABLE)
+    leftovers = [
+        str(f.path) for f in store.list_files("warehouse", recursive=True) if "/_staging/" in f"/{f.path}/" and f.size
+    ]
+    assert leftovers == []
+    assert sorted(str(f.path) for f in store.list_files("warehouse/sales", recursive=True)) == [path]
+
+
+@pytest.mark.parametrize("backend_kind", ["seaweedfs", PLAIN_S3], indirect=True)
+def test_binary_io_reads_ahead_instead_of_one_get_per_read(
+    backend_kind: str, seaweedfs_server: Any, make_remote_store: Callable[..., RemoteStoreResource], unique_root: str
+) -> None:
+    """64 KiB ``read()`` calls on a ``BinaryIO`` input: the requests are counted at a proxy."""
+    import _fault_proxy as fp
+
+    payload = os.urandom(4 * 1024 * 1024)  # 64 reads of 64 KiB
+    gets: list[str] = []
+    counting = [False]
+
+    def rule(request: fp.Request, count: int) -> str:
+        if counting[0] and request.method == "GET" and "list-type" not in request.query:
+            gets.append(request.target)
+        return fp.PASS
+
+    with fp.FaultProxy(seaweedfs_server.port, rule=rule) as proxy:
+        resource = RemoteStoreResource(
+            backends={
+                "main": {
+                    "type": "s3" if backend_kind == PLAIN_S3 else "s3-pyarrow",
+                    "options": {**seaweedfs_server.backend_options(BUCKET), "endpoint_url": proxy.endpoint_url},
+                }
+            },
+            stores={"lake": {"backend": "main", "root_path": unique_root}},
+        )
+        io_manager = RemoteStoreIOManager(remote_store=resource, store="lake")
+        seen: dict[str, Any] = {}
+
+        @asset
+        def blob() -> bytes:
+            return payload
+
+        @asset
+        def chunked(blob: BinaryIO) -> None:
+            reads, parts = 0, []
+            while chunk := blob.read(65536):
+                reads += 1
+                parts.append(chunk)
+            seen["reads"], seen["data"] = reads, b"".join(parts)
+
+        assert materialize([blob], resources={"io_manager": io_manager}).success
+        counting[0] = True  # the load run: every GetObject of it
+        assert materialize([blob, chunked], resources={"io_manager": io_manager}, selection=[chunked]).success
+        counting[0] = False
+    assert seen["data"] == payload and seen["reads"] == 64
+    assert 1 <= len(gets) <= 4, gets  # one GET per read() would be 64

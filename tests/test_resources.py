@@ -639,24 +639,29 @@ def test_secrets_not_in_run_logs_events_or_output(
 
 
 def test_secret_not_in_config_error_text(moto_server: S3Server) -> None:
-    cases = [
-        {"secret": SECRET, "bogus": 1},
-        {"secret": SECRET, "bucket": ""},
-        {"secret": SECRET, "bucket": "${RSD_T_UNSET}"},
-        {"secret": SECRET, "endpoint_url": "not a url at all"},
+    """Each bad option fails with its own error naming the problem, and no error text holds the secret."""
+    cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"secret": SECRET, "bogus": 1}, RemoteStoreConfigError, "backends.s3.options.bogus: unknown option"),
+        ({"secret": SECRET, "bucket": ""}, RemoteStoreConfigError, "backends.s3.options.bucket: must not be empty"),
+        (
+            {"secret": SECRET, "bucket": "${RSD_T_UNSET}"},
+            RemoteStoreConfigError,
+            "backends.s3.options.bucket: environment variable 'RSD_T_UNSET' is not set",
+        ),
+        # Not a URL: accepted at init by remote-store, refused at first use, naming the endpoint.
+        ({"secret": SECRET, "endpoint_url": "not a url at all"}, BackendUnavailable, "Invalid endpoint"),
+        ({"password": SECRET}, RemoteStoreConfigError, "backends.s3.options.password: unknown option"),
     ]
-    for overrides in cases:
+    for overrides, expected, starts in cases:
         resource = RemoteStoreResource(
             backends={"s3": {"type": "s3-pyarrow", "options": s3_options(moto_server, **overrides)}},
             stores={"lake": {"backend": "s3"}},
         )
-        try:
+        with pytest.raises(expected) as exc_info:
             resource.get_store("lake").exists("x")
-        except Exception as exc:
-            text = "".join(__import__("traceback").format_exception(exc))
-            assert SECRET not in text, text
-            continue
-        assert overrides.get("endpoint_url") is not None, overrides  # only a bad URL might be accepted
+        text = "".join(__import__("traceback").format_exception(exc_info.value))
+        assert str(exc_info.value).startswith(starts), (overrides, str(exc_info.value))
+        assert SECRET not in text, text
         resource.close()
     with pytest.raises(RemoteStoreConfigError) as exc_info:
         RemoteStoreResource(backends={"s3": {"type": "s3-pyarrow", "secret": SECRET}}, stores={})
@@ -994,4 +999,161 @@ def test_optional_option_resolving_to_empty_counts_as_unset(monkeypatch: pytest.
     )
     backend = adapter.store_backend(resource.get_store("lake"))
     assert "endpoint_url=None" in repr(backend)
+    resource.close()
+
+
+# --------------------------------------------------------------------------- password, session token
+
+PASSWORD = "Passw0rd-0815-xyz"
+TOKEN = "SessionTok-0815-xyz"
+
+
+def test_password_and_session_token_never_in_errors_logs_or_ui(
+    moto_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    unique_root: str,
+) -> None:
+    """A session token used by a real run (moto accepts any), a password on an ``sftp`` backend that
+    cannot start: neither value reaches repr, error text, run logs, stored events or the UI snapshot."""
+    from dagster._core.remote_representation.external_data import RepositorySnap
+
+    monkeypatch.setenv("RSD_T_TOKEN", TOKEN)
+    monkeypatch.setenv("RSD_T_PASSWORD", PASSWORD)
+    s3_token = S3PyArrowResource(
+        bucket=BUCKET,
+        key=moto_server.access_key,
+        secret=moto_server.secret_key,
+        session_token=TOKEN,
+        endpoint_url=moto_server.endpoint_url,
+        root_path=unique_root,
+    )
+    s3_env_token = S3PyArrowResource(
+        bucket=BUCKET,
+        key=moto_server.access_key,
+        secret=moto_server.secret_key,
+        session_token=EnvVar("RSD_T_TOKEN"),
+        endpoint_url=moto_server.endpoint_url,
+        root_path=unique_root,
+    )
+    remote = RemoteStoreResource(
+        backends={"s3": {"type": "s3-pyarrow", "options": s3_options(moto_server, client_options={"token": TOKEN})}},
+        stores={"lake": {"backend": "s3", "root_path": unique_root}},
+    )
+    sftp = RemoteStoreResource(
+        backends={"ftp": {"type": "sftp", "options": {"host": "127.0.0.1", "port": 1, "password": PASSWORD}}},
+        stores={"lake": {"backend": "ftp"}},
+    )
+    sftp_env = RemoteStoreResource(
+        backends={"ftp": {"type": "sftp", "options": {"host": "127.0.0.1", "password": "${RSD_T_PASSWORD}"}}},
+        stores={"lake": {"backend": "ftp"}},
+    )
+    secrets = (TOKEN, PASSWORD)
+
+    def clean(text: str) -> None:
+        for value in secrets:
+            assert value not in text, text
+
+    for resource in (s3_token, s3_env_token, remote, sftp, sftp_env):
+        clean(f"{resource!r} {resource}")
+    assert "session_token='***'" in repr(s3_token) and "'password': '***'" in repr(sftp)
+
+    @asset
+    def with_token(context, s3: S3PyArrowResource, s3_env: S3PyArrowResource, remote_store: RemoteStoreResource):  # type: ignore[no-untyped-def]
+        s3.get_store().write("t.txt", b"t")
+        assert s3_env.get_store().read_bytes("t.txt") == b"t"
+        assert remote_store.get_store("lake").read_bytes("t.txt") == b"t"
+        for obj in (s3, s3_env, remote_store, s3.get_store(), s3.pyarrow_filesystem(), s3.s3fs_filesystem()):
+            context.log.info(f"using {obj!r}")
+            print(f"stdout: {obj!r}")
+
+    @asset
+    def with_password(remote_store: RemoteStoreResource) -> None:
+        remote_store.get_store("lake").exists("x")
+
+    home = tmp_path / "dagster-home"
+    home.mkdir()
+    with instance_for_test(temp_dir=str(home)) as instance:
+        ok = materialize(
+            [with_token], resources={"s3": s3_token, "s3_env": s3_env_token, "remote_store": remote}, instance=instance
+        )
+        assert ok.success
+        failed = materialize([with_password], resources={"remote_store": sftp}, instance=instance, raise_on_error=False)
+        assert not failed.success
+        failures = [
+            e for e in failed.all_events if e.is_failure or e.event_type == DagsterEventType.RESOURCE_INIT_FAILURE
+        ]
+        assert failures, "the sftp backend must fail (no server, or no paramiko)"
+        for run_id in (ok.run_id, failed.run_id):
+            entries = instance.all_logs(run_id)
+            assert len(entries) > 5
+            for entry in entries:
+                clean(serialize_value(entry))
+            run = instance.get_run_by_id(run_id)
+            assert run is not None
+            clean(serialize_value(run))
+        logged = " ".join(e.user_message for e in instance.all_logs(ok.run_id))
+        assert "session_token='***'" in logged  # the check above looked at the resource's text
+    with pytest.raises(Exception) as exc_info:  # noqa: PT011 - whatever sftp raises, it must not echo the password
+        sftp.get_store("lake").exists("x")
+    clean("".join(__import__("traceback").format_exception(exc_info.value)))
+    out, err = capfd.readouterr()
+    assert "stdout: S3PyArrowResource(" in out
+    clean(out + err)
+    assert_no_secret_in_tree(home, TOKEN)
+    assert_no_secret_in_tree(home, PASSWORD)
+
+    snapshot = serialize_value(
+        RepositorySnap.from_def(
+            Definitions(
+                assets=[with_token], resources={"s3": s3_env_token, "s3_env": s3_env_token, "remote_store": sftp_env}
+            ).get_repository_def()
+        )
+    )
+    assert "RSD_T_TOKEN" in snapshot and "${RSD_T_PASSWORD}" in snapshot
+    clean(snapshot)
+    for resource in (s3_token, s3_env_token, remote, sftp, sftp_env):
+        resource.close()
+
+
+# --------------------------------------------------------------------------- escape hatch identity
+
+
+@pytest.mark.parametrize("kind", ["moto", "seaweedfs"])
+def test_escape_hatches_are_the_very_objects_the_store_uses(
+    kind: str, request: pytest.FixtureRequest, unique_root: str
+) -> None:
+    """Not a look-alike filesystem: the same object the store's data path (PyArrow) and control
+    path (s3fs) use, before, inside and after a run."""
+    from remote_store_dagster._publish import data_path_for
+
+    server: S3Server = request.getfixturevalue(f"{kind}_server")
+    resource = S3PyArrowResource(
+        bucket=BUCKET,
+        key=server.access_key,
+        secret=server.secret_key,
+        endpoint_url=server.endpoint_url,
+        root_path=unique_root,
+    )
+    seen: dict[str, bool] = {}
+
+    def check(s3: S3PyArrowResource, label: str) -> None:
+        store = s3.get_store()
+        pa_fs, fs = s3.pyarrow_filesystem(), s3.s3fs_filesystem()
+        seen[label] = (
+            pa_fs is s3.pyarrow_filesystem()
+            and pa_fs is store.unwrap(pafs.S3FileSystem)
+            and pa_fs is data_path_for(store).filesystem
+            and fs is s3.s3fs_filesystem()
+            and fs is store.unwrap(s3fs.S3FileSystem)
+        )
+
+    @asset
+    def hatch(s3: S3PyArrowResource) -> None:
+        check(s3, "in a run")
+
+    check(resource, "outside a run")
+    assert materialize([hatch], resources={"s3": resource}).success
+    assert seen == {"outside a run": True, "in a run": True}
     resource.close()
