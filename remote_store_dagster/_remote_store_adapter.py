@@ -403,6 +403,10 @@ class S3BulkDeleter:
 
         self._futures.append(self._pool.submit(run))
 
+    def discard_unsent(self) -> None:
+        """Drop the batch not yet sent; requests already in flight still finish."""
+        self._batch = []
+
     def close(self) -> tuple[int, list[str]]:
         """Send what is left, wait for every request; (requests, errors)."""
         self._flush()

@@ -307,6 +307,12 @@ class _Deleter:
         else:
             self.paths.append(path)
 
+    def discard_unsent(self) -> None:
+        """Forget deletions not yet sent (the tick is failing): ``close`` then only waits."""
+        self.paths = []
+        if self.bulk is not None:
+            self.bulk.discard_unsent()
+
     def abort_uploads(self, aborts: Sequence[plan_mod.Abort]) -> None:
         for abort in aborts:
             try:
@@ -448,7 +454,17 @@ class _Tick:
         if not adapter.is_s3_pyarrow(store):
             return []
         uploads = []
-        for path, upload_id, initiated in adapter.s3_list_multipart_uploads(store, self.config.prefix):
+        try:
+            pending = list(adapter.s3_list_multipart_uploads(store, self.config.prefix))
+        except Exception as exc:
+            # Servers without ListMultipartUploads (s3rver) and IAM policies without
+            # s3:ListBucketMultipartUploads: clean objects anyway, say what is not seen.
+            self.context.log.warning(
+                f"{self.where}: cannot list incomplete multipart uploads (needs s3:ListBucketMultipartUploads; "
+                f"abort them with a bucket lifecycle rule instead): {exc}"
+            )
+            return []
+        for path, upload_id, initiated in pending:
             size, last_part = adapter.s3_multipart_upload_parts(store, path, upload_id)
             uploads.append(
                 Upload(path, upload_id, plan_mod.utc(initiated), size, plan_mod.utc(last_part) if last_part else None)
@@ -734,6 +750,11 @@ class _Tick:
                 self._orphans(plan, reader, located, set(defined), now)
             if keep_last:
                 plan_mod.retention(plan, located, keep_last, self._retention_sort_key(defined))
+            escaped = plan_mod.outside_scope(
+                config.prefix, [*plan.deletions, *(abort.upload.path for abort in plan.aborts)]
+            )
+            if escaped:  # a bug in a policy, never a reason to delete: send nothing more
+                raise RemoteStoreIOError(f"{self.where}: refusing to delete outside {config.prefix!r}: {escaped[:5]}")
             for path, deletion in plan.deletions.items():
                 if deletion.policy != plan_mod.LEFTOVER:
                     deleter.add(path)
@@ -742,6 +763,9 @@ class _Tick:
                 raise RemoteStoreIOError(f"{self.where}: refusing to delete outside {config.prefix!r}: {escaped[:5]}")
             if not config.dry_run:
                 deleter.abort_uploads(plan.aborts)
+        except BaseException:
+            deleter.discard_unsent()  # only bulk requests already sent (1000 keys each) can have run
+            raise
         finally:
             outcome = deleter.close()
         outcome.lookups = reader.lookups if reader is not None else 0

@@ -246,6 +246,7 @@ def _example_stream(config: dict[str, Any]) -> int:
     from dagster import AssetSelection, materialize
 
     os.environ.update(config["env"])
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository: example_project
     from example_project.assets import ALL_ASSETS
     from example_project.definitions import build_defs
 

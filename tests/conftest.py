@@ -37,7 +37,7 @@ MEMORY = "memory"
 #: Backends that persist across runs: every round-trip test can run on them.
 PERSISTENT_BACKENDS = (*ALL_BACKENDS, PLAIN_S3)
 #: S3 server fixture behind each S3 backend kind.
-SERVER_OF = {"moto": "moto", "seaweedfs": "seaweedfs", PLAIN_S3: "seaweedfs"}
+SERVER_OF = {"moto": "moto", "seaweedfs": "seaweedfs", "s3rver": "s3rver", PLAIN_S3: "seaweedfs"}
 
 os.environ.update(
     {
