@@ -287,26 +287,6 @@ class SeaweedFSServer(S3Server):
     def stop(self) -> None:
         super().stop()
 
-    def pending_uploads(self, bucket: str, prefix: str = "") -> list[tuple[str, str, int, int]]:
-        """(key, upload id, parts, bytes) of incomplete multipart uploads, read from ``data_dir``.
-
-        s3rver cannot list (ListMultipartUploads, ListParts) or abort them, so tests look at its
-        files: ``<bucket>/._S3rver_uploads/<upload id>/{key, 1, 2, ...}``.
-        """
-        assert self.data_dir is not None
-        found = []
-        uploads = self.data_dir / bucket / "._S3rver_uploads"
-        for folder in sorted(uploads.iterdir()) if uploads.is_dir() else []:
-            key_file = folder / "key"
-            if not key_file.is_file():
-                continue  # being created or completed right now
-            key = key_file.read_text()
-            if not key.startswith(prefix):
-                continue
-            parts = [p for p in folder.iterdir() if p.name.isdigit()]
-            found.append((key, folder.name, len(parts), sum(p.stat().st_size for p in parts)))
-        return found
-
     def cleanup(self) -> None:
         """Stop and remove a data directory this object created."""
         self.stop()

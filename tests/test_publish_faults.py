@@ -44,7 +44,7 @@ from dagster import AssetIn, asset, materialize
 
 from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
 from remote_store_dagster._publish import data_path_for
-from remote_store_dagster.testing import S3Server, SeaweedFSServer
+from remote_store_dagster.testing import S3rverServer, S3Server, SeaweedFSServer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -123,6 +123,9 @@ def s3_etag(client: Any, resource: RemoteStoreResource) -> str:
 
 def pending_uploads(client: Any, resource: RemoteStoreResource) -> list[tuple[str, int, int]]:
     """(upload id, parts, bytes) of incomplete multipart uploads under the asset folder."""
+    server = getattr(client, "rsd_s3rver", None)
+    if server is not None:  # s3rver cannot list uploads: read its data directory
+        return [(uid, n, size) for _, uid, n, size in server.pending_uploads(BUCKET, f"{root_of(resource)}/{ASSET}/")]
     uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix=f"{root_of(resource)}/{ASSET}/").get("Uploads", [])
     found = []
     for upload in uploads:
@@ -132,6 +135,8 @@ def pending_uploads(client: Any, resource: RemoteStoreResource) -> list[tuple[st
 
 
 def abort_all(client: Any, resource: RemoteStoreResource) -> None:
+    if getattr(client, "rsd_s3rver", None) is not None:
+        return  # s3rver cannot abort (MethodNotAllowed); its uploads stay on its disk
     prefix = f"{root_of(resource)}/"
     for upload in client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", []):
         client.abort_multipart_upload(Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
@@ -171,7 +176,10 @@ class Previous:
 def s3_client_for(request: pytest.FixtureRequest, backend_kind: str) -> Any | None:
     if backend_kind == "local":
         return None
-    return s3_client(request.getfixturevalue(f"{backend_kind}_server"))
+    server = request.getfixturevalue(f"{backend_kind}_server")
+    client = s3_client(server)
+    client.rsd_s3rver = server if isinstance(server, S3rverServer) else None
+    return client
 
 
 class Boom(RuntimeError):
@@ -215,7 +223,10 @@ def test_producer_raises_after_parts_uploaded(
         [(_, parts, size)] = progress["uploads"]
         assert parts >= 2
         assert size > 20 * MiB
-        assert pending_uploads(client, remote_store) == [], "the failed upload was not aborted"
+        if client.rsd_s3rver is not None:  # s3rver answers AbortMultipartUpload with 405: the parts stay
+            assert len(pending_uploads(client, remote_store)) == 1
+        else:
+            assert pending_uploads(client, remote_store) == [], "the failed upload was not aborted"
     else:
         assert progress["staged"] > 20 * MiB
         assert staging_bytes(remote_store) == 0, "staging leftover of a failed write"
