@@ -47,7 +47,7 @@ LOAD_CONCURRENCY = 16
 WHOLE_OBJECT_BYTES = 8 * 1024 * 1024
 #: A batch stream over several partitions prefetches whole partitions up to
 #: this many bytes ahead of the consumer (memory stays bounded by it).
-STREAM_PREFETCH_BYTES = 32 * 1024 * 1024
+STREAM_PREFETCH_BYTES = 16 * 1024 * 1024
 
 
 class LoadError(RuntimeError):
