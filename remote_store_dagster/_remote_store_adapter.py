@@ -246,22 +246,8 @@ def s3_list_objects(store: Store, path: str) -> Iterator[tuple[str, int, datetim
     One flat, paginated ``ListObjectsV2`` over the key prefix: 1 request per
     1000 keys, however deep the folders are. Folder markers are skipped.
     """
-    fs = s3fs_filesystem(store)
-    root = store_root(store)
-    base = s3_key(store, path)
-    kwargs: dict[str, Any] = {"Bucket": backend_bucket(store), "Prefix": f"{base}/" if base else ""}
-    strip = len(root) + 1 if root else 0
-    while True:
-        response = fs.call_s3("list_objects_v2", **kwargs)
-        for item in response.get("Contents", []):
-            key = str(item["Key"])
-            if key.endswith("/"):
-                continue
-            yield key[strip:], int(item.get("Size", 0)), item["LastModified"]
-        token = response.get("NextContinuationToken")
-        if not response.get("IsTruncated") or not token:
-            return
-        kwargs["ContinuationToken"] = token
+    path = path.strip("/")
+    yield from _s3_list(store, f"{path}/" if path else "")
 
 
 def s3_delete_objects(store: Store, paths: Sequence[str]) -> tuple[int, list[str]]:
@@ -438,17 +424,22 @@ def s3_list_prefix(store: Store, prefix: str) -> Iterator[tuple[str, int]]:
     Like ``s3_list_objects`` but the prefix need not end at a folder, so a load
     of January's daily partitions lists ``<asset>/partition=2024-01-`` only.
     """
+    for path, size, _ in _s3_list(store, prefix):
+        yield path, size
+
+
+def _s3_list(store: Store, prefix: str) -> Iterator[tuple[str, int, datetime]]:
+    """The paging loop of both listings: store-relative ``prefix`` as a raw key prefix."""
     fs = s3fs_filesystem(store)
     root = store_root(store)
-    key_prefix = f"{root}/{prefix}" if root else prefix
-    kwargs: dict[str, Any] = {"Bucket": backend_bucket(store), "Prefix": key_prefix}
+    kwargs: dict[str, Any] = {"Bucket": backend_bucket(store), "Prefix": f"{root}/{prefix}" if root else prefix}
     strip = len(root) + 1 if root else 0
     while True:
         response = fs.call_s3("list_objects_v2", **kwargs)
         for item in response.get("Contents", []):
             key = str(item["Key"])
             if not key.endswith("/"):
-                yield key[strip:], int(item.get("Size", 0))
+                yield key[strip:], int(item.get("Size", 0)), item["LastModified"]
         token = response.get("NextContinuationToken")
         if not response.get("IsTruncated") or not token:
             return

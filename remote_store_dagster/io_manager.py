@@ -29,7 +29,6 @@ from remote_store_dagster import _loading as loading
 from remote_store_dagster import _progress
 from remote_store_dagster import _remote_store_adapter as adapter
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError, S3RefusedError, s3_refusal_error
-from remote_store_dagster._progress import Progress
 from remote_store_dagster._provenance import Provenance
 from remote_store_dagster._publish import DataPath, data_path_for, open_publish_stream
 from remote_store_dagster.resources import RemoteStoreResource
@@ -390,7 +389,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
             )
         progress = None
         if route.kind == "stream":
-            progress = Progress(_run_log(context), "loaded", target.label, self.uri(found.path))
+            progress = _progress.Progress(_run_log(context), "loaded", target.label, self.uri(found.path))
         try:
             return loading.read_one(dp, found, route, columns, progress)
         except (pa.ArrowInvalid, KeyError, TypeError) as exc:
@@ -450,7 +449,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         if not stored and not as_dict:
             raise RemoteStoreIOError(f"{asset}: none of the {len(items)} requested partitions has stored data")
         what = f"{asset}, {len(stored)} of {len(items)} partitions"
-        progress = Progress(_run_log(context), "loaded", what, self.uri(folder))
+        progress = _progress.Progress(_run_log(context), "loaded", what, self.uri(folder))
         many = loading.Many(dp, items, stored, request, columns, progress)
         try:
             if as_dict:
