@@ -321,7 +321,7 @@ PARTS_CASES = ["parts.pyarrow-dataset", "parts.ours-table", "parts.ours-dict", "
 
 @scenario("partitions")
 def sc_partitions(env: Env) -> dict[str, Any]:
-    """S8: a year of daily partitions (365 x 20k rows) loaded as one Table, a dict and a stream vs pyarrow.dataset."""
+    """S9: a year of daily partitions (365 x 20k rows) loaded as one Table, a dict and a stream vs pyarrow.dataset."""
     days = 90 if env.quick else 365
     extra = {"days": days, "day_rows": 20_000}
     env.log(f"  writing {days} daily partitions through our IO manager")
