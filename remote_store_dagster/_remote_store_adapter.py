@@ -126,9 +126,12 @@ def pyarrow_filesystem(store: Store) -> pafs.S3FileSystem:
 
 
 def s3fs_filesystem(store: Store) -> s3fs.S3FileSystem:
+    """The store's s3fs control-path client, on this process's shared botocore session."""
     import s3fs as _s3fs
 
-    return store.unwrap(_s3fs.S3FileSystem)
+    fs = store.unwrap(_s3fs.S3FileSystem)
+    share_botocore_session(fs)
+    return fs
 
 
 def s3_upload(
@@ -151,8 +154,34 @@ def warm_up(store: Store) -> None:
     if is_s3_pyarrow(store):
         import pyarrow.parquet  # noqa: F401
 
-        fs = s3fs_filesystem(store)
-        fs.connect()
+        s3fs_filesystem(store).connect()
+
+
+_SHARED_SESSIONS: dict[tuple[int, str], Any] = {}
+
+
+def share_botocore_session(fs: s3fs.S3FileSystem) -> None:
+    """Give a fresh s3fs client this process's aiobotocore session for its settings.
+
+    remote-store builds a new s3fs instance per registry (``skip_instance_cache``), so every run
+    (and every cleanup sensor tick) created a new session and re-parsed botocore's endpoint and
+    S3 service models: 100-250 ms each time, more than a small output takes to write. A session
+    holds no connections and is reusable; clients (credentials, endpoint, pools) stay per
+    instance. ``session`` is s3fs's own constructor parameter; setting it before the first
+    connect is what passing it would do. Keyed by process (fsspec's loop and sessions do not
+    survive a fork) and by the extra session kwargs s3fs would pass (``profile`` ...).
+    """
+    if fs.session is not None or fs._s3 is not None:  # already connected: nothing to share
+        return
+    import os
+
+    import aiobotocore.session
+
+    key = (os.getpid(), repr(sorted(fs.kwargs.items())))
+    session = _SHARED_SESSIONS.get(key)
+    if session is None:
+        session = _SHARED_SESSIONS.setdefault(key, aiobotocore.session.AioSession(**fs.kwargs))
+    fs.session = session
 
 
 def step_run_code_location(context: Any) -> str | None:

@@ -677,6 +677,33 @@ def test_op_outputs_use_run_scoped_paths(io_manager: RemoteStoreIOManager, insta
     ]
 
 
+@pytest.mark.parametrize("backend_kind", ["seaweedfs"], indirect=True)
+def test_runs_in_one_process_reuse_one_botocore_session(
+    io_manager: RemoteStoreIOManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each run builds a new registry and s3fs client; the botocore session (100-250 ms to build) is shared."""
+    import aiobotocore.session
+
+    created: list[object] = []
+    original_init = aiobotocore.session.AioSession.__init__
+
+    def counting_init(self: object, *args: Any, **kwargs: Any) -> None:
+        created.append(self)
+        original_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiobotocore.session.AioSession, "__init__", counting_init)
+
+    @asset
+    def small() -> bytes:
+        return b"x"
+
+    for _ in range(3):
+        assert materialize([small], resources={"io_manager": io_manager}).success
+    assert len(created) <= 1, f"{len(created)} botocore sessions for 3 runs"
+    store = io_manager.remote_store.get_store("lake")
+    assert store.read_bytes("warehouse/small/data.bin") == b"x"
+
+
 def test_bad_prefix_and_unknown_store_fail_clearly(remote_store: RemoteStoreResource) -> None:
     @asset
     def thing() -> bytes:
