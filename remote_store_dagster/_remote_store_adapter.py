@@ -175,7 +175,7 @@ def share_botocore_session(fs: s3fs.S3FileSystem) -> None:
         return
     import os
 
-    import aiobotocore.session
+    import aiobotocore.session  # type: ignore[import-untyped]
 
     key = (os.getpid(), repr(sorted(fs.kwargs.items())))
     session = _SHARED_SESSIONS.get(key)

@@ -513,3 +513,56 @@ def test_requests_on_the_wire(seaweedfs_server: Any, unique_root: str) -> None:
     assert many.count(("HEAD", False)) == 0, many  # no HEAD per partition
     assert many.count(("GET", False)) <= 2 * len(KEYS), many  # footer + column chunks per partition
     assert ("GET", True) not in one and one.count(("HEAD", False)) <= 2, one  # no listing for one object
+
+
+def test_large_objects_load_row_group_by_row_group(
+    io_manager: RemoteStoreIOManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Objects above the one-GET size are read a few row groups at a time: every group, in order."""
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from remote_store_dagster import _formats as formats
+
+    monkeypatch.setattr(formats, "ROW_GROUP_BYTES", 2 * 1024 * 1024)
+    rows = 420_000  # 4 x 8 bytes: 13.4 MB > loading.WHOLE_OBJECT_BYTES
+    rng = np.random.default_rng(7)
+    whole = pa.table({"n": np.arange(rows), "x": rng.random(rows), "y": rng.random(rows), "z": rng.random(rows)})
+    parts = {"p1": whole, "p2": whole.slice(1000)}
+    big_parts = StaticPartitionsDefinition(list(parts))
+
+    @asset(partitions_def=big_parts)
+    def big(context: AssetExecutionContext) -> pa.Table:
+        value = parts[context.partition_key]
+        return pa.Table.from_batches(value.to_batches(max_chunksize=30_000))  # 5 row groups
+
+    write_partitions(io_manager, big, list(parts))
+    stored = io_manager.remote_store.get_store("lake").read_bytes("wh/big/partition=p1/data.parquet")
+    assert len(stored) > loading.WHOLE_OBJECT_BYTES
+    assert pq.ParquetFile(io.BytesIO(stored)).num_row_groups > 2 * loading.ROW_GROUPS_IN_FLIGHT
+
+    got: dict[str, Any] = {}
+
+    @asset(ins={"big": AssetIn(partition_mapping=AllPartitionMapping())})
+    def all_parts(big: pa.Table) -> None:
+        got["all"] = big
+
+    @asset(ins={"big": AssetIn(partition_mapping=AllPartitionMapping(), metadata={"columns": ["z", "n"]})})
+    def projected(big: pa.Table) -> None:
+        got["projected"] = big
+
+    @asset(partitions_def=big_parts, ins={"big": AssetIn()})
+    def one(context: AssetExecutionContext, big: pa.Table) -> None:
+        got[context.partition_key] = big
+
+    consumers = [all_parts, projected]
+    assert materialize([big, *consumers], resources={"io_manager": io_manager}, selection=consumers).success
+    assert materialize([big, one], resources={"io_manager": io_manager}, selection=[one], partition_key="p1").success
+
+    assert got["p1"].equals(whole)
+    assert got["all"].equals(pa.concat_tables([whole, whole.slice(1000)]))
+    assert got["projected"].column_names == ["z", "n"]
+    assert got["projected"].column("n").to_pylist()[:3] == [0, 1, 2]
+    assert got["projected"].num_rows == 2 * rows - 1000
