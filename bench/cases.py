@@ -483,6 +483,20 @@ def _r_ours(cfg: dict[str, Any]) -> dict[str, Any]:
     return _read_phase(lambda: iom.load_input(ctx), fetch, fetched_bytes=fetch)
 
 
+@case("load.ours-jemalloc")
+def _r_ours_jemalloc(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``load.ours`` with Arrow's jemalloc pool instead of its default (mimalloc in pyarrow 26 wheels).
+
+    A diagnostic, not a setting we apply: on this VM, mimalloc's transparent-huge-page arenas
+    make first-touch of fresh memory about twice as expensive (``bench/probe.py``-style A/B:
+    CPU 0.5 s vs 1.0-1.3 s for 256 MiB), and the pickle and polars peers never allocate there.
+    """
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.jemalloc_memory_pool())
+    return _r_ours(cfg)
+
+
 @case("load.ours-materialize")
 def _r_ours_mat(cfg: dict[str, Any]) -> dict[str, Any]:
     import dagster as dg

@@ -388,8 +388,14 @@ class RemoteStoreIOManager(ConfigurableIOManager):
                 "(not materialized yet, or wiped)"
             )
         progress = None
-        if route.kind == "stream":
-            progress = _progress.Progress(_run_log(context), "loaded", target.label, self.uri(found.path))
+        if route.kind == "stream" or found.size is None or found.size > loading.WHOLE_OBJECT_BYTES:
+            progress = _progress.Progress(
+                _run_log(context),
+                "loaded",
+                target.label,
+                self.uri(found.path),
+                interval=_progress.PROGRESS_INTERVAL_SECONDS,
+            )
         try:
             return loading.read_one(dp, found, route, columns, progress)
         except (pa.ArrowInvalid, KeyError, TypeError) as exc:
@@ -449,7 +455,9 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         if not stored and not as_dict:
             raise RemoteStoreIOError(f"{asset}: none of the {len(items)} requested partitions has stored data")
         what = f"{asset}, {len(stored)} of {len(items)} partitions"
-        progress = _progress.Progress(_run_log(context), "loaded", what, self.uri(folder))
+        progress = _progress.Progress(
+            _run_log(context), "loaded", what, self.uri(folder), interval=_progress.PROGRESS_INTERVAL_SECONDS
+        )
         many = loading.Many(dp, items, stored, request, columns, progress)
         try:
             if as_dict:

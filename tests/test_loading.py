@@ -4,7 +4,6 @@ Real ``materialize`` runs: an upstream partitioned asset is written partition
 by partition, then a downstream asset reads them all with each annotation.
 """
 
-
 import logging
 import pickle
 from collections.abc import Iterator
@@ -420,9 +419,7 @@ def test_widening_rules(a: pa.DataType, b: pa.DataType, wide: pa.DataType | None
 # ----------------------------------------------------------------------------- progress
 
 
-def test_a_multi_partition_load_logs_one_info_line(
-    io_manager: RemoteStoreIOManager, instance: DagsterInstance
-) -> None:
+def test_a_multi_partition_load_logs_one_info_line(io_manager: RemoteStoreIOManager, instance: DagsterInstance) -> None:
     write_partitions(io_manager, chunk, KEYS)
 
     @asset(ins={"chunk": AssetIn()})
@@ -516,17 +513,20 @@ def test_requests_on_the_wire(seaweedfs_server: Any, unique_root: str) -> None:
 
 
 def test_large_objects_load_row_group_by_row_group(
-    io_manager: RemoteStoreIOManager, monkeypatch: pytest.MonkeyPatch
+    io_manager: RemoteStoreIOManager, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Objects above the one-GET size are read a few row groups at a time: every group, in order."""
+    """Objects above the one-GET size are read a few row groups at a time: every group, in order,
+    with progress in the run log."""
     import io
 
     import numpy as np
     import pyarrow.parquet as pq
 
     from remote_store_dagster import _formats as formats
+    from remote_store_dagster import _progress
 
     monkeypatch.setattr(formats, "ROW_GROUP_BYTES", 2 * 1024 * 1024)
+    monkeypatch.setattr(_progress, "PROGRESS_INTERVAL_SECONDS", 0.0)  # a progress line per row group
     rows = 420_000  # 4 x 8 bytes: 13.4 MB > loading.WHOLE_OBJECT_BYTES
     rng = np.random.default_rng(7)
     whole = pa.table({"n": np.arange(rows), "x": rng.random(rows), "y": rng.random(rows), "z": rng.random(rows)})
@@ -559,7 +559,17 @@ def test_large_objects_load_row_group_by_row_group(
 
     consumers = [all_parts, projected]
     assert materialize([big, *consumers], resources={"io_manager": io_manager}, selection=consumers).success
-    assert materialize([big, one], resources={"io_manager": io_manager}, selection=[one], partition_key="p1").success
+    result = materialize(
+        [big, one], resources={"io_manager": io_manager}, selection=[one], partition_key="p1", instance=instance
+    )
+    assert result.success
+    loaded = [
+        r.user_message
+        for r in instance.all_logs(result.run_id)
+        if r.level == logging.INFO and "loaded" in r.user_message
+    ]
+    assert len([m for m in loaded if "so far" in m]) >= 2 * loading.ROW_GROUPS_IN_FLIGHT, loaded
+    assert "asset big partition 'p1': loaded" in loaded[-1] and f"{rows:,} rows" in loaded[-1], loaded
 
     assert got["p1"].equals(whole)
     assert got["all"].equals(pa.concat_tables([whole, whole.slice(1000)]))
