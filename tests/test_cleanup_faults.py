@@ -347,3 +347,43 @@ def test_a_plan_reaching_outside_the_prefix_stops_before_deleting_anything(
         assert store.exists(sibling) and store.exists(leftover)
     finally:
         resource.close()
+
+
+# --- leftover deletes go out while the listing is still paging --------------------------------------
+
+
+def test_leftover_deletes_are_sent_while_the_listing_is_still_paging(
+    seaweedfs_server: SeaweedFSServer, unique_root: str, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``_staging`` object is decided by its own age, so each full batch of 1000 is deleted before the
+    next pages are listed: memory and time do not wait for a listing of millions (seen at the proxy)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = seaweedfs_server.client(max_pool_connections=32)
+    stale = [f"{unique_root}/{PREFIX}/_staging/{i:05d}.data.parquet" for i in range(3500)]  # 4 list pages
+
+    def put(key: str) -> None:
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(put, stale))
+    order: list[str] = []
+
+    def record(request: fp.Request, count: int) -> str:
+        if request.operation == "DeleteObjects" or (request.method == "GET" and "list-type" in request.query):
+            order.append(request.operation if request.operation == "DeleteObjects" else "ListObjectsV2")
+        return fp.PASS
+
+    sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=GRACE)
+    with fp.FaultProxy(seaweedfs_server.port, rule=record) as proxy:
+        resource = proxied_resource("seaweedfs", seaweedfs_server, proxy, unique_root)
+        try:
+            with frozen_sensor_clock(monkeypatch, datetime.now(UTC) + GRACE + timedelta(minutes=1)):
+                result = tick(sensor, instance, resource, None)
+        finally:
+            resource.close()
+    assert "Deleted 3500 objects" in text(result), text(result)
+    assert keys(client, unique_root) == set()
+    assert order.count("ListObjectsV2") == 4 and order.count("DeleteObjects") == 4, order
+    last_page = len(order) - 1 - order[::-1].index("ListObjectsV2")
+    assert order.index("DeleteObjects") < last_page, f"every delete waited for the whole listing: {order}"
