@@ -17,7 +17,7 @@ import _fault_proxy as fp
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import BUCKET
+from conftest import BUCKET, PLAIN_S3
 from dagster import DagsterInstance, StaticPartitionsDefinition, asset, job, materialize, op
 
 from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
@@ -473,3 +473,34 @@ def test_a_transient_abort_failure_is_retried(proxied_no_retries: tuple[fp.Fault
     assert proxy.counts["AbortMultipartUpload"] == 2, dict(proxy.counts)
     assert seaweedfs_client_uploads(proxy, resource) == [], "one failed abort left the upload behind"
     assert not store.exists("ab/x.bin")
+
+
+@pytest.mark.parametrize("backend_kind", ["local", PLAIN_S3, "seaweedfs"], indirect=True)
+def test_a_failed_write_leaves_the_previous_provenance(
+    remote_store: RemoteStoreResource, backend_kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Provenance never names a run whose write failed: the sidecar is written only after the data
+    is published (other backends), the metadata rides on the object (s3-pyarrow)."""
+    store = remote_store.get_store("lake")
+    dp = data_path_for(store)
+    path = "events/data.bin"
+    first, second = (
+        Provenance(run_id="run-ok", code_location="loc"),
+        Provenance(run_id="run-failed", code_location="loc"),
+    )
+    with open_publish_stream(dp, path, staging_prefix="", provenance=first) as out:
+        out.write(b"previous")
+    with (
+        pytest.raises(RuntimeError, match="producer failed"),
+        open_publish_stream(dp, path, staging_prefix="", provenance=second) as out,
+    ):
+        out.write(b"partial")
+        raise RuntimeError("producer failed")
+    assert store.read_bytes(path) == b"previous"
+    if backend_kind == "seaweedfs":
+        found = Provenance.from_metadata(
+            head_metadata(request.getfixturevalue("seaweedfs_server").client(), remote_store, path)
+        )
+    else:
+        found = Provenance.from_json(store.read_bytes(sidecar_path(path)))
+    assert found == first
