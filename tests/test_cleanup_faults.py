@@ -387,3 +387,31 @@ def test_leftover_deletes_are_sent_while_the_listing_is_still_paging(
     assert order.count("ListObjectsV2") == 4 and order.count("DeleteObjects") == 4, order
     last_page = len(order) - 1 - order[::-1].index("ListObjectsV2")
     assert order.index("DeleteObjects") < last_page, f"every delete waited for the whole listing: {order}"
+
+
+def test_the_pipelined_deleter_refuses_a_path_outside_the_prefix_before_sending_it(
+    make_remote_store: Callable[..., RemoteStoreResource],
+) -> None:
+    """Leftover deletes are sent in batches of 1000 while the listing pages, before the tick's plan-wide
+    check: so the deleter itself refuses any path outside ``<prefix>/`` (here the 1000th, which would
+    otherwise complete a batch and be sent at once)."""
+    from types import SimpleNamespace
+
+    from remote_store_dagster.cleanup import _Deleter
+
+    resource = make_remote_store("seaweedfs")
+    store = resource.get_store("lake")
+    sibling = f"{PREFIX}x/_staging/{uuid.uuid4().hex}.data.parquet"  # shares the string prefix "lake1"
+    store.write(sibling, b"x")
+    tick_facts = SimpleNamespace(config=SimpleNamespace(prefix=PREFIX, dry_run=False), where="test tick")
+    deleter = _Deleter(tick_facts, store)  # type: ignore[arg-type]
+    try:
+        for i in range(999):
+            deleter.add(f"{PREFIX}/_staging/{i:04d}.data.parquet")
+        with pytest.raises(RemoteStoreIOError, match=r"refusing to delete outside 'lake1'.*lake1x/_staging"):
+            deleter.add(sibling)
+        deleter.discard_unsent()
+    finally:
+        deleter.close()
+        assert store.exists(sibling)
+        resource.close()
