@@ -347,3 +347,71 @@ def test_a_plan_reaching_outside_the_prefix_stops_before_deleting_anything(
         assert store.exists(sibling) and store.exists(leftover)
     finally:
         resource.close()
+
+
+# --- leftover deletes go out while the listing is still paging --------------------------------------
+
+
+def test_leftover_deletes_are_sent_while_the_listing_is_still_paging(
+    seaweedfs_server: SeaweedFSServer, unique_root: str, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``_staging`` object is decided by its own age, so each full batch of 1000 is deleted before the
+    next pages are listed: memory and time do not wait for a listing of millions (seen at the proxy)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = seaweedfs_server.client(max_pool_connections=32)
+    stale = [f"{unique_root}/{PREFIX}/_staging/{i:05d}.data.parquet" for i in range(3500)]  # 4 list pages
+
+    def put(key: str) -> None:
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(put, stale))
+    order: list[str] = []
+
+    def record(request: fp.Request, count: int) -> str:
+        if request.operation == "DeleteObjects" or (request.method == "GET" and "list-type" in request.query):
+            order.append(request.operation if request.operation == "DeleteObjects" else "ListObjectsV2")
+        return fp.PASS
+
+    sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=GRACE)
+    with fp.FaultProxy(seaweedfs_server.port, rule=record) as proxy:
+        resource = proxied_resource("seaweedfs", seaweedfs_server, proxy, unique_root)
+        try:
+            with frozen_sensor_clock(monkeypatch, datetime.now(UTC) + GRACE + timedelta(minutes=1)):
+                result = tick(sensor, instance, resource, None)
+        finally:
+            resource.close()
+    assert "Deleted 3500 objects" in text(result), text(result)
+    assert keys(client, unique_root) == set()
+    assert order.count("ListObjectsV2") == 4 and order.count("DeleteObjects") == 4, order
+    last_page = len(order) - 1 - order[::-1].index("ListObjectsV2")
+    assert order.index("DeleteObjects") < last_page, f"every delete waited for the whole listing: {order}"
+
+
+def test_the_pipelined_deleter_refuses_a_path_outside_the_prefix_before_sending_it(
+    make_remote_store: Callable[..., RemoteStoreResource],
+) -> None:
+    """Leftover deletes are sent in batches of 1000 while the listing pages, before the tick's plan-wide
+    check: so the deleter itself refuses any path outside ``<prefix>/`` (here the 1000th, which would
+    otherwise complete a batch and be sent at once)."""
+    from types import SimpleNamespace
+
+    from remote_store_dagster.cleanup import _Deleter
+
+    resource = make_remote_store("seaweedfs")
+    store = resource.get_store("lake")
+    sibling = f"{PREFIX}x/_staging/{uuid.uuid4().hex}.data.parquet"  # shares the string prefix "lake1"
+    store.write(sibling, b"x")
+    tick_facts = SimpleNamespace(config=SimpleNamespace(prefix=PREFIX, dry_run=False), where="test tick")
+    deleter = _Deleter(tick_facts, store)  # type: ignore[arg-type]
+    try:
+        for i in range(999):
+            deleter.add(f"{PREFIX}/_staging/{i:04d}.data.parquet")
+        with pytest.raises(RemoteStoreIOError, match=r"refusing to delete outside 'lake1'.*lake1x/_staging"):
+            deleter.add(sibling)
+        deleter.discard_unsent()
+    finally:
+        deleter.close()
+        assert store.exists(sibling)
+        resource.close()

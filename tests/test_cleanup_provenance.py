@@ -344,6 +344,22 @@ def test_wipe_then_rematerialize_at_once_keeps(env: Env) -> None:
     assert env.key(env.data("sales")) in gone(before, env.snapshot()), text(result)
 
 
+@pytest.mark.parametrize("backend_kind", ["local", "seaweedfs"], indirect=True)
+def test_a_wipe_never_deletes_another_code_locations_data(env: Env) -> None:
+    """Wipes are instance-wide; only the sensor of the location that wrote the data acts on them."""
+    env.materialize([sales], code_location="B")  # the IO manager stamps location B
+    env.instance.wipe_assets([dg.AssetKey("sales")])
+    before = env.snapshot()
+    for _ in range(2):
+        result = env.tick(_sensor("A"), [sales])
+        assert env.snapshot() == before, text(result)
+        assert json.loads(result.cursor or "{}")["pending_wipes"] == []  # decided: not A's to delete
+    result = env.tick(_sensor("B"), [sales])
+    path = env.data("sales")
+    expected = {env.key(path)} | ({env.key(sidecar_path(path))} if env.kind == "local" else set())
+    assert gone(before, env.snapshot()) == expected, text(result)
+
+
 _GATE: dict[str, threading.Event] = {}
 
 

@@ -6,6 +6,8 @@ by partition, then a downstream asset reads them all with each annotation.
 
 import logging
 import pickle
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any, Optional
 
@@ -576,3 +578,107 @@ def test_large_objects_load_row_group_by_row_group(
     assert got["projected"].column_names == ["z", "n"]
     assert got["projected"].column("n").to_pylist()[:3] == [0, 1, 2]
     assert got["projected"].num_rows == 2 * rows - 1000
+
+
+# ----------------------------------------------------------------------------- bounds and progress of loads
+
+
+@pytest.mark.parametrize("backend_kind", ["local", "seaweedfs"], indirect=True)
+def test_partition_fetches_are_bounded_by_load_concurrency(
+    io_manager: RemoteStoreIOManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most LOAD_CONCURRENCY partitions are fetched at once (each fetch made slow so that they overlap)."""
+    write_partitions(io_manager, chunk, KEYS)
+    monkeypatch.setattr(loading, "LOAD_CONCURRENCY", 2)
+    real_read_one = loading.read_one
+    lock = threading.Lock()
+    in_flight = {"now": 0, "max": 0}
+
+    def slow_read_one(*args: Any, **kw: Any) -> Any:
+        with lock:
+            in_flight["now"] += 1
+            in_flight["max"] = max(in_flight["max"], in_flight["now"])
+        try:
+            time.sleep(0.2)
+            return real_read_one(*args, **kw)
+        finally:
+            with lock:
+                in_flight["now"] -= 1
+
+    monkeypatch.setattr(loading, "read_one", slow_read_one)
+    got: dict[str, Any] = {}
+
+    @asset(ins={"chunk": AssetIn()})
+    def combined(chunk: pa.Table) -> None:
+        got["t"] = chunk
+
+    assert run_consumer(io_manager, chunk, combined).success
+    assert _rows(got["t"]) == EXPECTED_ROWS
+    assert in_flight["max"] == 2, in_flight  # concurrent, and never more than the bound
+
+
+@pytest.mark.parametrize("backend_kind", ["local", "seaweedfs"], indirect=True)
+def test_a_batch_stream_prefetches_only_a_bounded_window(
+    io_manager: RemoteStoreIOManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory of a many-partition batch stream is bounded: partitions are fetched whole only
+    STREAM_PREFETCH_BYTES ahead of the consumer, not all at once."""
+    write_partitions(io_manager, chunk, KEYS)
+    monkeypatch.setattr(loading, "STREAM_PREFETCH_BYTES", 1)  # one partition ahead at most
+    real_whole = loading.Many._whole
+    fetched: list[str] = []
+
+    def counting_whole(self: loading.Many, target: loading.Target) -> Any:
+        fetched.append(target.key)
+        return real_whole(self, target)
+
+    monkeypatch.setattr(loading.Many, "_whole", counting_whole)
+    got: dict[str, Any] = {}
+
+    @asset(ins={"chunk": AssetIn()})
+    def streamed(chunk: pa.RecordBatchReader) -> None:
+        first = chunk.read_next_batch()
+        time.sleep(0.5)  # a prefetch without a bound would fetch every partition meanwhile
+        got["fetched_after_first_batch"] = list(fetched)
+        got["rows"] = pa.Table.from_batches([first, *chunk], schema=chunk.schema)
+
+    assert run_consumer(io_manager, chunk, streamed).success
+    assert _rows(got["rows"]) == EXPECTED_ROWS
+    assert got["fetched_after_first_batch"] == KEYS[:2], got  # the one being read and the next one
+
+
+@pytest.mark.parametrize("backend_kind", ["local", "seaweedfs"], indirect=True)
+def test_long_loads_log_progress_lines(
+    io_manager: RemoteStoreIOManager, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loads report progress like writes do: with a zero interval every fetched partition (or streamed batch)
+    logs a "so far" line, and each load one closing line."""
+    from remote_store_dagster import _progress as progress_module
+
+    monkeypatch.setattr(progress_module, "PROGRESS_INTERVAL_SECONDS", 0.0)
+    write_partitions(io_manager, chunk, KEYS)
+
+    @asset(ins={"chunk": AssetIn()})
+    def combined(chunk: pa.Table) -> None:
+        pass
+
+    @asset(ins={"chunk": AssetIn()})
+    def streamed(chunk: pa.RecordBatchReader) -> None:
+        chunk.read_all()
+
+    @asset(partitions_def=PARTS, ins={"chunk": AssetIn()})
+    def one_stream(chunk: pa.RecordBatchReader) -> None:
+        chunk.read_all()
+
+    for consumer, key in ((combined, None), (streamed, None), (one_stream, "k10")):
+        result = run_consumer(io_manager, chunk, consumer, instance=instance, partition_key=key)
+        assert result.success
+        lines = [r.user_message for r in instance.all_logs(result.run_id) if r.level == logging.INFO]
+        loaded = [m for m in lines if ": loaded " in m]
+        label = "asset chunk partition 'k10'" if key else "asset chunk, 5 of 5 partitions"
+        so_far = [m for m in loaded if m.startswith(f"{label}: loaded") and "so far" in m]
+        closing = [m for m in loaded if m.startswith(f"{label}: loaded") and "so far" not in m]
+        assert so_far, (consumer.key, loaded)
+        assert len(closing) == 1, (consumer.key, loaded)
+        rows = "10 rows" if key else "23 rows"
+        assert rows in closing[0], closing

@@ -7,6 +7,7 @@ the object (S3 user metadata, on both paths) or in the sidecar (other backends).
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import _fault_proxy as fp
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import BUCKET
+from conftest import BUCKET, PLAIN_S3
 from dagster import DagsterInstance, StaticPartitionsDefinition, asset, job, materialize, op
 
 from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
@@ -28,6 +29,7 @@ from remote_store_dagster.testing import SeaweedFSServer
 
 MiB = 1024 * 1024
 LARGE = SMALL_OBJECT_BYTES + 3 * MiB
+PART_AND_A_BIT = 17 * MiB  # one write that fills the first 16 MiB part: sent at once
 
 
 @pytest.fixture
@@ -300,10 +302,17 @@ def test_slow_write_logs_progress_and_one_summary(
 
     instance = DagsterInstance.ephemeral()
     result = materialize([slow], resources={"io_manager": io_manager(resource)}, instance=instance)
-    messages = [record.user_message for record in instance.all_logs(result.run_id)]
+    records = instance.all_logs(result.run_id)
+    messages = [record.user_message for record in records]
     progress = [m for m in messages if m.startswith("asset slow: wrote") and "so far" in m]
     done = [m for m in messages if m.startswith("asset slow: wrote") and " -> s3://" in m]
     assert progress, messages
+    # At most one progress line per interval (not one per write): consecutive lines >= 0.2 s apart.
+    times = [
+        r.timestamp for r in records if r.user_message.startswith("asset slow: wrote") and "so far" in r.user_message
+    ]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert all(gap >= 0.2 - 0.02 for gap in gaps), gaps
     assert len(done) == 1, done
     assert f"{4 * 6 * MiB:,} rows" in done[0]
     assert "MiB/s" in done[0] and done[0].endswith("/slow/data.parquet")
@@ -371,3 +380,144 @@ def test_buffered_parts_are_bounded_when_the_server_is_slower_than_the_producer(
     # Two parts uploading + one filling, plus transient copies in the request pipeline (measured
     # ~127 MiB traced peak; without back-pressure every one of the 24 parts is alive at once).
     assert peak <= 10 * up.PART_BYTES, peak / MiB
+
+
+# --------------------------------------------------------------------------- failures the producer must see at once
+
+
+@pytest.fixture
+def proxied_no_retries(
+    seaweedfs_server: SeaweedFSServer, unique_root: str
+) -> Iterator[tuple[fp.FaultProxy, RemoteStoreResource]]:
+    """Like ``proxied``, but one attempt per request: an injected 500 is not retried away inside botocore."""
+    with fp.FaultProxy(seaweedfs_server.port) as proxy:
+        options = {
+            **seaweedfs_server.backend_options(BUCKET),
+            "endpoint_url": proxy.endpoint_url,
+            "client_options": {"config_kwargs": {"retries": {"max_attempts": 1, "mode": "standard"}}},
+        }
+        resource = RemoteStoreResource(
+            backends={"s3": {"type": "s3-pyarrow", "options": options}},
+            stores={"lake": {"backend": "s3", "root_path": unique_root}},
+        )
+        yield proxy, resource
+        resource.close()
+
+
+def test_keyboard_interrupt_mid_upload_aborts_and_keeps_the_previous_object(
+    proxied: tuple[fp.FaultProxy, RemoteStoreResource],
+) -> None:
+    """Ctrl-C is not an ``Exception``: it must abort the multipart upload all the same, never complete it."""
+    proxy, resource = proxied
+    store = resource.get_store("lake")
+    store.write("ki/data.bin", b"previous", overwrite=True)
+    proxy.counts.clear()
+    with pytest.raises(KeyboardInterrupt), open_publish_stream(data_path_for(store), "ki/data.bin") as out:
+        for _ in range(40):  # two 16 MiB parts handed to the uploader threads
+            out.write(os.urandom(MiB))
+        raise KeyboardInterrupt
+    assert proxy.counts["CreateMultipartUpload"] == 1 and proxy.counts["UploadPart"] >= 1, dict(proxy.counts)
+    assert proxy.counts["AbortMultipartUpload"] >= 1, dict(proxy.counts)
+    assert "CompleteMultipartUpload" not in proxy.counts, dict(proxy.counts)
+    assert seaweedfs_client_uploads(proxy, resource) == [], "the interrupted upload was left behind"
+    assert store.read_bytes("ki/data.bin") == b"previous"
+
+
+def test_a_failed_part_stops_the_producer_within_the_parts_in_flight(
+    proxied_no_retries: tuple[fp.FaultProxy, RemoteStoreResource],
+) -> None:
+    """A part that fails for good surfaces in the producer's next hand-off, not after the whole stream
+    (a 50 GB producer must not keep encoding for an hour into an upload that is already lost)."""
+    from remote_store_dagster import _s3_upload as up
+
+    proxy, resource = proxied_no_retries
+    store = resource.get_store("lake")
+    store.write("ff/data.bin", b"previous", overwrite=True)
+    proxy.counts.clear()
+    proxy.rule = lambda request, count: fp.ERROR_500 if request.operation == "UploadPart" else fp.PASS
+    chunk = os.urandom(MiB)
+    written = 0
+    with (
+        pytest.raises(OSError, match="injected by the test proxy"),
+        open_publish_stream(data_path_for(store), "ff/data.bin") as out,
+    ):
+        for _ in range(12 * up.PART_BYTES // MiB):  # twelve parts' worth
+            out.write(chunk)
+            written += len(chunk)
+            time.sleep(0.005)  # a producer slower than the failing server
+    proxy.rule = fp.pass_all
+    # Parts 1 and 2 in flight, part 3 filling: the failure is raised when part 3 is handed over.
+    assert written <= (up.PARTS_IN_FLIGHT + 1) * up.PART_BYTES, f"{written / MiB:.0f} MiB written after the failure"
+    assert proxy.counts["AbortMultipartUpload"] >= 1 and "CompleteMultipartUpload" not in proxy.counts
+    assert seaweedfs_client_uploads(proxy, resource) == []
+    assert store.read_bytes("ff/data.bin") == b"previous"
+
+
+def test_a_transient_abort_failure_is_retried(proxied: tuple[fp.FaultProxy, RemoteStoreResource]) -> None:
+    """Every request of the first AbortMultipartUpload attempt fails (botocore's and s3fs's own retries
+    included); the next attempt removes the upload."""
+    from remote_store_dagster import _remote_store_adapter as adapter
+
+    proxy, resource = proxied
+    store = resource.get_store("lake")
+    failing_aborts = {"left": 10**6}
+
+    def rule(request: fp.Request, count: int) -> str:
+        if request.operation == "AbortMultipartUpload" and failing_aborts["left"] > 0:
+            failing_aborts["left"] -= 1
+            return fp.ERROR_500
+        return fp.PASS
+
+    # How many requests one failing abort call sends (the client's own retries).
+    proxy.rule = rule
+    proxy.counts.clear()
+    fs = adapter.s3fs_filesystem(store)
+    key = f"{resource.stores['lake'].root_path}/ab/x.bin"
+    with pytest.raises(OSError, match="injected by the test proxy"):
+        fs.call_s3("abort_multipart_upload", Bucket=BUCKET, Key=key, UploadId="calibration")
+    one_attempt = proxy.counts["AbortMultipartUpload"]
+    assert one_attempt >= 1
+
+    failing_aborts["left"] = one_attempt  # the whole first attempt fails, then the server recovers
+    proxy.counts.clear()
+    with (
+        pytest.raises(RuntimeError, match="producer failed"),
+        open_publish_stream(data_path_for(store), "ab/x.bin") as out,
+    ):
+        out.write(os.urandom(PART_AND_A_BIT))  # one part sent
+        raise RuntimeError("producer failed")
+    proxy.rule = fp.pass_all
+    assert proxy.counts["AbortMultipartUpload"] == one_attempt + 1, (one_attempt, dict(proxy.counts))
+    assert seaweedfs_client_uploads(proxy, resource) == [], "one failed abort attempt left the upload behind"
+    assert not store.exists("ab/x.bin")
+
+
+@pytest.mark.parametrize("backend_kind", ["local", PLAIN_S3, "seaweedfs"], indirect=True)
+def test_a_failed_write_leaves_the_previous_provenance(
+    remote_store: RemoteStoreResource, backend_kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Provenance never names a run whose write failed: the sidecar is written only after the data
+    is published (other backends), the metadata rides on the object (s3-pyarrow)."""
+    store = remote_store.get_store("lake")
+    dp = data_path_for(store)
+    path = "events/data.bin"
+    first, second = (
+        Provenance(run_id="run-ok", code_location="loc"),
+        Provenance(run_id="run-failed", code_location="loc"),
+    )
+    with open_publish_stream(dp, path, staging_prefix="", provenance=first) as out:
+        out.write(b"previous")
+    with (
+        pytest.raises(RuntimeError, match="producer failed"),
+        open_publish_stream(dp, path, staging_prefix="", provenance=second) as out,
+    ):
+        out.write(b"partial")
+        raise RuntimeError("producer failed")
+    assert store.read_bytes(path) == b"previous"
+    if backend_kind == "seaweedfs":
+        found = Provenance.from_metadata(
+            head_metadata(request.getfixturevalue("seaweedfs_server").client(), remote_store, path)
+        )
+    else:
+        found = Provenance.from_json(store.read_bytes(sidecar_path(path)))
+    assert found == first

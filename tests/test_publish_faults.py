@@ -205,6 +205,9 @@ def test_producer_raises_after_parts_uploaded(
                 # write_parquet flushes a 64 MiB row group; ~90 MB in, >= 60 MiB of it is on the server.
                 if produced >= 90 * MiB:
                     if client is not None:
+                        # Part 3 was handed over, so part 1 is done; part 2 may still be uploading on a
+                        # loaded machine: wait for it (bounded), so the failure is mid-upload with 2 parts.
+                        wait_until(two_parts_uploaded(client, remote_store), 60, "two uploaded parts")
                         progress["uploads"] = pending_uploads(client, remote_store)
                     else:
                         progress["staged"] = staging_bytes(remote_store)
