@@ -153,7 +153,7 @@ def warm_up(store: Store) -> None:
     ``pyarrow.dataset`` (multi-partition loads, ``pl.LazyFrame``) alone takes 0.2-0.3 s to import.
     """
     if is_s3_pyarrow(store):
-        import pyarrow.dataset  # noqa: F401
+        import pyarrow.dataset
         import pyarrow.parquet  # noqa: F401
 
         s3fs_filesystem(store).connect()
