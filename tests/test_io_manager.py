@@ -237,9 +237,7 @@ def expected_uri(kind: str, root: str, local_dir: Any, path: str) -> str:
     return f"s3://{BUCKET}/{root}/{path}"  # s3-pyarrow and plain s3 alike
 
 
-def test_output_metadata(
-    io_manager: RemoteStoreIOManager, backend_kind: str, unique_root: str, tmp_path: Any
-) -> None:
+def test_output_metadata(io_manager: RemoteStoreIOManager, backend_kind: str, unique_root: str, tmp_path: Any) -> None:
     @asset
     def table() -> pa.Table:
         return TABLE
@@ -704,6 +702,31 @@ def test_runs_in_one_process_reuse_one_botocore_session(
     assert store.read_bytes("warehouse/small/data.bin") == b"x"
 
 
+def test_setup_pays_the_first_loads_imports(seaweedfs_server: Any, unique_root: str) -> None:
+    """IO manager setup imports what the first load needs, in a fresh process (imports are per process)."""
+    import json
+    import subprocess
+    import sys
+
+    backend = {"type": "s3-pyarrow", "options": seaweedfs_server.backend_options(BUCKET)}
+    resources = json.dumps(
+        {"backends": {"main": backend}, "stores": {"lake": {"backend": "main", "root_path": unique_root}}}
+    )
+    script = f"""
+import json, sys
+from dagster import build_init_resource_context
+from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
+assert "pyarrow.dataset" not in sys.modules, "imported before setup: this test would prove nothing"
+spec = json.loads({resources!r})
+io_manager = RemoteStoreIOManager(remote_store=RemoteStoreResource(**spec), store="lake")
+io_manager.setup_for_execution(build_init_resource_context())
+print(json.dumps([m for m in ("pyarrow.dataset", "pyarrow.parquet", "s3fs") if m not in sys.modules]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
 def test_bad_prefix_and_unknown_store_fail_clearly(remote_store: RemoteStoreResource) -> None:
     @asset
     def thing() -> bytes:
@@ -810,9 +833,7 @@ def test_memory_backend_within_one_run(make_remote_store: Callable[..., RemoteSt
     @asset(deps=[consume, *pairs], required_resource_keys={"io_manager"})
     def inspect(context: AssetExecutionContext) -> None:
         store = context.resources.io_manager.remote_store.get_store("lake")
-        seen["files"] = sorted(
-            str(f.path) for f in store.list_files("", recursive=True) if f.path.name != SIDECAR_NAME
-        )
+        seen["files"] = sorted(str(f.path) for f in store.list_files("", recursive=True) if f.path.name != SIDECAR_NAME)
 
     result = materialize([*pairs, report, model, consume, inspect], resources={"io_manager": io_manager})
     assert result.success
