@@ -10,7 +10,7 @@ top to bottom, as dagster-polars' type routers are; ``Optional[...]`` and
 Several partitions follow Dagster's ``UPathIOManager`` convention: a
 ``dict[partition_key, value]`` for ``dict[...]``, ``Any`` and unannotated
 inputs; one concatenated table or frame (or one batch stream) for table
-annotations. See ``notes/issue-11-docs.md`` for the rules as one table.
+annotations. ``docs/io-manager/partitions.md`` has the rules as one table.
 """
 
 from __future__ import annotations

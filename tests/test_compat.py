@@ -50,7 +50,7 @@ def _statement(sid: str, actions: list[str], resource: str) -> dict[str, Any]:
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
 OBJECTS_ARN = f"arn:aws:s3:::{BUCKET}/{ROOT}/*"
 
-# The documented policies (notes/issue-11-servers-docs.md), per use, for a store rooted at s3://BUCKET/ROOT.
+# The documented policies (docs/operations/iam.md), per use, for a store rooted at s3://BUCKET/ROOT.
 READ = [
     _statement("ListTheStore", ["s3:ListBucket"], BUCKET_ARN),
     _statement("ReadObjects", ["s3:GetObject"], OBJECTS_ARN),
