@@ -86,7 +86,5 @@ def s3_refusal_error(exc: BaseException, operation: str, where: str) -> S3Refuse
             f"operation (it needs {permission} on a server that implements it)"
         )
     else:
-        message = (
-            f"S3 denied {operation} ({code}) for {where}: the credentials need the IAM permission {permission}"
-        )
+        message = f"S3 denied {operation} ({code}) for {where}: the credentials need the IAM permission {permission}"
     return S3RefusedError(message, operation, code)

@@ -345,9 +345,7 @@ def _fetched_bytes(row_group: Any, columns: Sequence[str] | None) -> int:
     """Stored bytes of the column chunks a read of ``columns`` (top-level names) fetches."""
     chunks = (row_group.column(i) for i in range(row_group.num_columns))
     wanted = None if columns is None else set(columns)
-    return sum(
-        c.total_compressed_size for c in chunks if wanted is None or c.path_in_schema.split(".")[0] in wanted
-    )
+    return sum(c.total_compressed_size for c in chunks if wanted is None or c.path_in_schema.split(".")[0] in wanted)
 
 
 def convert_table(table: pa.Table, route: Route) -> Any:

@@ -448,7 +448,6 @@ def _s3_delete_batch(store: Store, batch: Sequence[str]) -> list[str]:
     ]
 
 
-
 def s3_list_prefix(store: Store, prefix: str) -> Iterator[tuple[str, int]]:
     """(store-relative path, size) of every object whose store-relative path starts with ``prefix``.
 

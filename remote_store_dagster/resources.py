@@ -29,8 +29,21 @@ __all__ = ["BackendSpec", "RemoteStoreResource", "RetrySpec", "S3PyArrowResource
 
 #: Option names whose values are credentials: never shown in repr, logs or errors.
 SENSITIVE_OPTIONS = frozenset(
-    {"key", "secret", "password", "token", "session_token", "account_key", "sas_token", "connection_string",
-     "client_secret", "access_key", "secret_key", "aws_secret_access_key", "aws_session_token"}
+    {
+        "key",
+        "secret",
+        "password",
+        "token",
+        "session_token",
+        "account_key",
+        "sas_token",
+        "connection_string",
+        "client_secret",
+        "access_key",
+        "secret_key",
+        "aws_secret_access_key",
+        "aws_session_token",
+    }
 )
 
 
@@ -98,15 +111,12 @@ def _resolve_options(field: str, options: Mapping[str, Any]) -> dict[str, Any]:
         except KeyError as exc:
             var = str(exc.args[0]).split("'")[1] if "'" in str(exc.args[0]) else str(exc.args[0])
             raise RemoteStoreConfigError(
-                f"{field}.{name}: environment variable {var!r} is not set "
-                f"(use ${{{var}:-default}} for a fallback)"
+                f"{field}.{name}: environment variable {var!r} is not set (use ${{{var}:-default}} for a fallback)"
             ) from None
     return resolved
 
 
-def _validate_options(
-    field: str, backend_type: str, options: Mapping[str, Any], *, has_retry: bool = False
-) -> None:
+def _validate_options(field: str, backend_type: str, options: Mapping[str, Any], *, has_retry: bool = False) -> None:
     backend_cls = adapter.registered_backend_class(backend_type)
     if backend_cls is None:
         raise RemoteStoreConfigError(
@@ -192,9 +202,7 @@ def _coerce_specs(field: str, value: Any, spec_cls: type[Config]) -> Any:
             unknown = sorted(set(spec) - set(spec_cls.model_fields))
             if unknown:
                 accepted = ", ".join(spec_cls.model_fields)
-                raise RemoteStoreConfigError(
-                    f"{field}.{name}.{unknown[0]}: unknown field; accepted: {accepted}"
-                )
+                raise RemoteStoreConfigError(f"{field}.{name}.{unknown[0]}: unknown field; accepted: {accepted}")
             spec = spec_cls(**spec)
         specs[name] = spec
     return specs
@@ -356,4 +364,3 @@ class S3PyArrowResource(ConfigurableResource):  # type: ignore[type-arg]
     def s3fs_filesystem(self) -> s3fs.S3FileSystem:
         """The s3fs filesystem of the control path (listing, metadata, deletes)."""
         return adapter.s3fs_filesystem(self.get_store())
-

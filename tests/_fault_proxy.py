@@ -167,8 +167,9 @@ class FaultProxy:
                 if upstream is None:
                     upstream = socket.create_connection((self.upstream_host, self.upstream_port))
                     upstream_in = upstream.makefile("rb")
-                upstream.sendall(request_line.encode() + b"\r\n" + b"".join(h + b"\r\n" for h in raw_headers)
-                                 + b"\r\n" + body)
+                upstream.sendall(
+                    request_line.encode() + b"\r\n" + b"".join(h + b"\r\n" for h in raw_headers) + b"\r\n" + body
+                )
                 response = _read_response(upstream_in, method)
                 if action == RESET_AFTER:
                     _reset(client)

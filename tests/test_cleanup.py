@@ -574,9 +574,7 @@ def test_keep_last_partitions_by_time_and_by_last_modified(env: Env) -> None:
 # --- dry run --------------------------------------------------------------------------------------
 
 
-def test_dry_run_deletes_nothing_and_reports_what_a_real_run_deletes(
-    env: Env, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_dry_run_deletes_nothing_and_reports_what_a_real_run_deletes(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     add_noise(env)
     for day in ("2024-01-01", "2024-01-02", "2024-01-03"):
         env.put(f"{PREFIX}/events/partition={day}/data.parquet")

@@ -246,8 +246,13 @@ class Writer:
     """``tests/_workers.py write`` in its own interpreter, its stdout lines in a queue."""
 
     def __init__(self, backend: dict[str, Any], root: str, *, total_bytes: int, wait_on_failure: bool = False) -> None:
-        config = {"backend": backend, "root": root, "seed": 5, "total_bytes": total_bytes,
-                  "wait_on_failure": wait_on_failure}
+        config = {
+            "backend": backend,
+            "root": root,
+            "seed": 5,
+            "total_bytes": total_bytes,
+            "wait_on_failure": wait_on_failure,
+        }
         self.proc = subprocess.Popen(
             [sys.executable, str(WORKER), "write", json.dumps(config)],
             stdin=subprocess.PIPE,
@@ -431,12 +436,18 @@ NEW_BYTES = 40 * MiB  # three 16 MiB parts (the last one smaller)
 # name -> (rule, expected outcome: "ok", "fail" or "either", operations whose fault must have been injected)
 SCENARIOS: dict[str, tuple[fp.Rule, str, set[str]]] = {
     # transient faults: botocore's retries must carry the write through, and the result be complete
-    "create_upload_500_once": (op("CreateMultipartUpload", fp.ERROR_500, lambda n: n == 1), "ok",
-                               {"CreateMultipartUpload"}),
+    "create_upload_500_once": (
+        op("CreateMultipartUpload", fp.ERROR_500, lambda n: n == 1),
+        "ok",
+        {"CreateMultipartUpload"},
+    ),
     "upload_part_500_once": (op("UploadPart", fp.ERROR_500, lambda n: n == 2), "ok", {"UploadPart"}),
     "upload_part_reset_once": (op("UploadPart", fp.RESET, lambda n: n == 2), "ok", {"UploadPart"}),
-    "complete_503_once": (op("CompleteMultipartUpload", fp.ERROR_503, lambda n: n == 1), "ok",
-                          {"CompleteMultipartUpload"}),
+    "complete_503_once": (
+        op("CompleteMultipartUpload", fp.ERROR_503, lambda n: n == 1),
+        "ok",
+        {"CompleteMultipartUpload"},
+    ),
     # an IAM policy without s3:ListBucketMultipartUploads (s3rver: NotImplemented): never needed
     "list_uploads_denied": (op("ListMultipartUploads", fp.ACCESS_DENIED), "ok", set()),
     # persistent faults at each step of the multipart upload: the write fails, the old object stays
@@ -447,8 +458,11 @@ SCENARIOS: dict[str, tuple[fp.Rule, str, set[str]]] = {
     "complete_503": (op("CompleteMultipartUpload", fp.ERROR_503), "fail", {"CompleteMultipartUpload"}),
     "complete_reset": (op("CompleteMultipartUpload", fp.RESET), "fail", {"CompleteMultipartUpload"}),
     # the server completes, but the answer is lost: either outcome is fine, a torn one is not
-    "complete_answer_lost": (op("CompleteMultipartUpload", fp.RESET_AFTER, lambda n: n == 1), "either",
-                             {"CompleteMultipartUpload"}),
+    "complete_answer_lost": (
+        op("CompleteMultipartUpload", fp.RESET_AFTER, lambda n: n == 1),
+        "either",
+        {"CompleteMultipartUpload"},
+    ),
     # the abort fails too: the upload stays incomplete (never completed), for the cleanup sensor
     "upload_part_and_abort_500": (
         both(op("UploadPart", fp.ERROR_500, lambda n: n >= 3), op("AbortMultipartUpload", fp.ERROR_500)),
@@ -526,7 +540,6 @@ def test_server_errors_and_resets(
         assert pending_uploads(client, resource) == [], "a failed write left its upload behind"
     abort_all(client, resource)
     resource.close()
-
 
 
 # --------------------------------------------------------------------------- concurrent writers
