@@ -2,7 +2,8 @@
 
 * an incomplete upload's age counts from its newest part (real parts at different times, SeaweedFS);
 * the cursor moves only after every deletion succeeded; a failed ``DeleteObjects`` is retried on
-  the next tick (fault injected by ``_fault_proxy`` between the sensor and SeaweedFS);
+  the next tick (fault injected by ``_fault_proxy`` between the sensor and SeaweedFS; per-key
+  ``Errors`` in a 200 answer from a moto bucket policy);
 * deleting an object, or aborting an upload, that is already gone is not an error (a racing
   delete/abort, done by the proxy; moto answers NoSuchUpload, SeaweedFS does not);
 * a backend without object times (remote-store's ``sql-blob`` on a key/data-only table) is treated
@@ -187,6 +188,55 @@ def test_failed_delete_keeps_the_cursor_and_is_retried_next_tick(
             assert text(done).startswith("Nothing to clean up"), text(done)
         finally:
             resource.close()
+
+
+def test_per_key_delete_errors_keep_the_cursor_and_are_retried_next_tick(
+    moto_server: S3Server, unique_root: str, instance: dg.DagsterInstance
+) -> None:
+    """``DeleteObjects`` answers 200 with per-key ``Errors`` (here: a bucket policy denying
+    ``s3:DeleteObject`` below the wiped asset, which moto evaluates per key): the tick fails naming
+    the key, the cursor stays, and the next tick retries once the policy is gone."""
+    import json
+
+    client = moto_server.client()
+    wiped_keys = {f"{unique_root}/{PREFIX}/sales/{name}" for name in ("data.parquet", "_meta/x.json")}
+    kept_keys = {f"{unique_root}/{PREFIX}/events/data.parquet"}
+    for key in wiped_keys | kept_keys:
+        client.put_object(Bucket=BUCKET, Key=key, Body=key.encode())
+    time.sleep(1.1)  # S3 object times have one-second resolution: written before the wipe's second
+    instance.wipe_assets([dg.AssetKey("sales")])
+    deny = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:DeleteObject",
+                "Resource": f"arn:aws:s3:::{BUCKET}/{unique_root}/{PREFIX}/sales/*",
+            }
+        ],
+    }
+    sensor = build_cleanup_sensor(store="lake", prefix=PREFIX)
+    resource = RemoteStoreResource(
+        backends={"main": {"type": "s3-pyarrow", "options": moto_server.backend_options(BUCKET)}},
+        stores={"lake": {"backend": "main", "root_path": unique_root}},
+    )
+    client.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(deny))
+    try:
+        cursor: str | None = None
+        with pytest.raises(RemoteStoreIOError) as failed:
+            result = tick(sensor, instance, resource, cursor)
+            pytest.fail(f"per-key delete errors were reported as success: {text(result)}")
+        assert "AccessDenied" in str(failed.value) and f"{PREFIX}/sales/data.parquet" in str(failed.value)
+        assert keys(client, unique_root) == wiped_keys | kept_keys  # nothing deleted
+
+        client.delete_bucket_policy(Bucket=BUCKET)  # the denial is lifted: the next tick (same cursor) retries
+        retried = tick(sensor, instance, resource, cursor)
+        assert keys(client, unique_root) == kept_keys, text(retried)
+        assert "Deleted 2 objects" in text(retried)
+    finally:
+        client.delete_bucket_policy(Bucket=BUCKET)
+        resource.close()
 
 
 # moto answers NoSuchUpload to aborting an aborted upload (SeaweedFS does not): both servers.
