@@ -76,6 +76,17 @@ def keys(client: Any, root: str) -> set[str]:
     return found
 
 
+def stage_a_wiped_asset(client: Any, root: str, instance: dg.DagsterInstance) -> tuple[set[str], set[str]]:
+    """Objects of ``sales`` (then wiped) and ``events`` (kept) under ``root``: (wiped keys, kept keys)."""
+    wiped_keys = {f"{root}/{PREFIX}/sales/{name}" for name in ("data.parquet", "_meta/x.json")}
+    kept_keys = {f"{root}/{PREFIX}/events/data.parquet"}
+    for key in wiped_keys | kept_keys:
+        client.put_object(Bucket=BUCKET, Key=key, Body=key.encode())
+    time.sleep(1.1)  # S3 object times have one-second resolution: written before the wipe's second
+    instance.wipe_assets([dg.AssetKey("sales")])
+    return wiped_keys, kept_keys
+
+
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as inst:
@@ -156,12 +167,7 @@ def test_failed_delete_keeps_the_cursor_and_is_retried_next_tick(
     def rule(request: fp.Request, count: int) -> str:
         return fp.ERROR_500 if failing.is_set() and request.operation in deletes else fp.PASS
 
-    wiped_keys = {f"{unique_root}/{PREFIX}/sales/{name}" for name in ("data.parquet", "_meta/x.json")}
-    kept_keys = {f"{unique_root}/{PREFIX}/events/data.parquet"}
-    for key in wiped_keys | kept_keys:
-        client.put_object(Bucket=BUCKET, Key=key, Body=key.encode())
-    time.sleep(1.1)  # S3 object times have one-second resolution: written before the wipe's second
-    instance.wipe_assets([dg.AssetKey("sales")])
+    wiped_keys, kept_keys = stage_a_wiped_asset(client, unique_root, instance)
     sensor = build_cleanup_sensor(store="lake", prefix=PREFIX)
     with fp.FaultProxy(seaweedfs_server.port, rule=rule) as proxy:
         resource = proxied_resource(kind, seaweedfs_server, proxy, unique_root)
@@ -199,12 +205,7 @@ def test_per_key_delete_errors_keep_the_cursor_and_are_retried_next_tick(
     import json
 
     client = moto_server.client()
-    wiped_keys = {f"{unique_root}/{PREFIX}/sales/{name}" for name in ("data.parquet", "_meta/x.json")}
-    kept_keys = {f"{unique_root}/{PREFIX}/events/data.parquet"}
-    for key in wiped_keys | kept_keys:
-        client.put_object(Bucket=BUCKET, Key=key, Body=key.encode())
-    time.sleep(1.1)  # S3 object times have one-second resolution: written before the wipe's second
-    instance.wipe_assets([dg.AssetKey("sales")])
+    wiped_keys, kept_keys = stage_a_wiped_asset(client, unique_root, instance)
     deny = {
         "Version": "2012-10-17",
         "Statement": [

@@ -67,6 +67,18 @@ def chunk(context: AssetExecutionContext) -> pa.Table:
 EXPECTED_ROWS = [(k, i) for k in KEYS for i in range(int(k[1:]))]
 
 
+def load_combined(io_manager: RemoteStoreIOManager) -> pa.Table:
+    """Every partition of ``chunk`` loaded into one downstream ``pa.Table`` input."""
+    got: dict[str, pa.Table] = {}
+
+    @asset(ins={"chunk": AssetIn()})
+    def combined(chunk: pa.Table) -> None:
+        got["t"] = chunk
+
+    assert run_consumer(io_manager, chunk, combined).success
+    return got["t"]
+
+
 def _rows(value: Any) -> list[tuple[str, int]]:
     if isinstance(value, pa.RecordBatchReader):
         value = value.read_all()
@@ -151,14 +163,7 @@ def test_one_listing_replaces_per_partition_heads(
 
     monkeypatch.setattr(loading, "find_one", find_one)
     monkeypatch.setattr(loading, "list_folder", list_folder)
-    got: dict[str, Any] = {}
-
-    @asset(ins={"chunk": AssetIn()})
-    def combined(chunk: pa.Table) -> None:
-        got["t"] = chunk
-
-    assert run_consumer(io_manager, chunk, combined).success
-    assert _rows(got["t"]) == EXPECTED_ROWS
+    assert _rows(load_combined(io_manager)) == EXPECTED_ROWS
     assert calls == {"find_one": 0, "list": 1}
 
 
@@ -606,14 +611,7 @@ def test_partition_fetches_are_bounded_by_load_concurrency(
                 in_flight["now"] -= 1
 
     monkeypatch.setattr(loading, "read_one", slow_read_one)
-    got: dict[str, Any] = {}
-
-    @asset(ins={"chunk": AssetIn()})
-    def combined(chunk: pa.Table) -> None:
-        got["t"] = chunk
-
-    assert run_consumer(io_manager, chunk, combined).success
-    assert _rows(got["t"]) == EXPECTED_ROWS
+    assert _rows(load_combined(io_manager)) == EXPECTED_ROWS
     assert in_flight["max"] == 2, in_flight  # concurrent, and never more than the bound
 
 
