@@ -177,10 +177,10 @@ def init(iom: Any) -> Any:
     return iom
 
 
-def our_io_manager(cfg: dict[str, Any]) -> Any:
+def our_io_manager(cfg: dict[str, Any], **fields: Any) -> Any:
     from remote_store_dagster import RemoteStoreIOManager
 
-    return init(RemoteStoreIOManager(remote_store=our_resource(cfg), store="lake"))
+    return init(RemoteStoreIOManager(remote_store=our_resource(cfg), store="lake", **fields))
 
 
 def our_store(iom: Any, warm: bool = True) -> Any:
@@ -483,18 +483,23 @@ def _r_ours(cfg: dict[str, Any]) -> dict[str, Any]:
     return _read_phase(lambda: iom.load_input(ctx), fetch, fetched_bytes=fetch)
 
 
-@case("load.ours-jemalloc")
-def _r_ours_jemalloc(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``load.ours`` with Arrow's jemalloc pool instead of its default (mimalloc in pyarrow 26 wheels).
+@case("load.ours-arrow-default-pool")
+def _r_ours_default_pool(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``load.ours`` decoding into Arrow's default pool (``load_memory_pool="default"``).
 
-    A diagnostic, not a setting we apply: on this VM, mimalloc's transparent-huge-page arenas
-    make first-touch of fresh memory about twice as expensive (``bench/probe.py``-style A/B:
-    CPU 0.5 s vs 1.0-1.3 s for 256 MiB), and the pickle and polars peers never allocate there.
+    A diagnostic: pyarrow 26's default pool is mimalloc, whose transparent-huge-page arenas
+    make first-touch of fresh memory about twice as expensive on this VM; ``auto`` (what
+    ``load.ours`` runs) decodes into the system allocator instead.
     """
     import pyarrow as pa
 
-    pa.set_memory_pool(pa.jemalloc_memory_pool())
-    return _r_ours(cfg)
+    iom = our_io_manager(cfg, load_memory_pool="default")
+    our_store(iom)
+    cols = _proj(cfg)
+    fetch = parquet_fetch(cfg, our_path(T256), cols)
+    meta = {"columns": cols} if cols else None
+    ctx = in_ctx(T256, pa.Table, metadata=meta)
+    return _read_phase(lambda: iom.load_input(ctx), fetch, fetched_bytes=fetch)
 
 
 @case("load.ours-materialize")

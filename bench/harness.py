@@ -181,7 +181,7 @@ def sc_write(env: Env) -> dict[str, Any]:
 LOAD_CASES = [
     ("load.raw-pyarrow", None),
     ("load.ours", None),
-    ("load.ours-jemalloc", None),
+    ("load.ours-arrow-default-pool", None),
     ("load.ours-materialize", None),
     ("load.remote-store", None),
     ("load.s3-pickle", None),
@@ -414,7 +414,7 @@ def _peer(case: str) -> str:
         "raw-pyarrow": "raw PyArrow",
         "ours": "**ours**",
         "ours-materialize": "**ours** (materialize)",
-        "ours-jemalloc": "**ours**, Arrow jemalloc pool (diagnostic)",
+        "ours-arrow-default-pool": "**ours**, `load_memory_pool=\"default\"` (diagnostic)",
         "remote-store": "remote-store IO manager",
         "s3-pickle": "dagster-aws S3Pickle",
         "polars": "dagster-polars",

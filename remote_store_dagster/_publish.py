@@ -62,6 +62,8 @@ class DataPath:
     store: Store
     filesystem: pafs.FileSystem
     kind: str  # "s3-pyarrow", "local" or "store"
+    #: Where loaded tables are decoded (``None``: Arrow's default pool); see ``_loading.memory_pool_for``.
+    memory_pool: pa.MemoryPool | None = None
 
     def native(self, path: str) -> str:
         """The filesystem path of a store-relative ``path``."""

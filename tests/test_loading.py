@@ -680,3 +680,79 @@ def test_long_loads_log_progress_lines(
         assert len(closing) == 1, (consumer.key, loaded)
         rows = "10 rows" if key else "23 rows"
         assert rows in closing[0], closing
+
+
+# =========================================================================== memory pool
+
+
+@pytest.mark.parametrize("rows", [2_000, 420_000], ids=["one-get", "row-groups"])
+def test_loaded_tables_live_in_the_configured_memory_pool(
+    remote_store: RemoteStoreResource, rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``load_memory_pool`` decides whose memory the loaded table's buffers are, small or large."""
+    import numpy as np
+
+    from remote_store_dagster import _formats as formats
+
+    monkeypatch.setattr(formats, "ROW_GROUP_BYTES", 2 * 1024 * 1024)
+    rng = np.random.default_rng(3)
+    table = pa.table({"n": np.arange(rows), "x": rng.random(rows), "s": [f"v{i % 97}" for i in range(rows)]})
+
+    @asset
+    def source() -> pa.Table:
+        return table
+
+    writer = RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix="wh")
+    assert materialize([source], resources={"io_manager": writer}).success
+    system = pa.system_memory_pool()
+    held: dict[str, int] = {}
+
+    def reader_asset(setting: str) -> Any:
+        before = system.bytes_allocated()
+
+        @asset(name=f"read_{setting}")
+        def consumer(source: pa.Table) -> None:
+            assert source.equals(table)
+            held[setting] = system.bytes_allocated() - before
+
+        return consumer
+
+    for setting in ("system", "mimalloc"):
+        consumer = reader_asset(setting)
+        reader = RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix="wh", load_memory_pool=setting)
+        assert materialize([source, consumer], resources={"io_manager": reader}, selection=[consumer]).success
+    assert held["system"] >= table.nbytes, held
+    assert held["mimalloc"] < table.nbytes // 10, held
+
+
+def test_auto_memory_pool_keeps_a_pool_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` replaces only pyarrow's own mimalloc default, never a pool chosen by env or code."""
+    default = pa.default_memory_pool()
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    expected = "system" if default.backend_name == "mimalloc" else default.backend_name
+    assert loading.memory_pool_for("auto").backend_name == expected
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", default.backend_name)
+    assert loading.memory_pool_for("auto").backend_name == default.backend_name
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")
+    pa.set_memory_pool(pa.jemalloc_memory_pool())
+    try:
+        assert loading.memory_pool_for("auto").backend_name == "jemalloc"
+    finally:
+        pa.set_memory_pool(default)
+    assert loading.memory_pool_for("default").backend_name == default.backend_name
+    assert loading.memory_pool_for("system").backend_name == "system"
+
+
+def test_unknown_memory_pool_fails_at_setup_naming_the_field(remote_store: RemoteStoreResource) -> None:
+    @asset
+    def thing() -> bytes:
+        return b"x"
+
+    bad = RemoteStoreIOManager(remote_store=remote_store, store="lake", load_memory_pool="tcmalloc")
+    result = materialize([thing], resources={"io_manager": bad}, raise_on_error=False)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE"]
+    assert failures, "a bad pool must fail when the IO manager starts, before any step"
+    message = str(failures[0].event_specific_data.error.to_string())
+    assert "load_memory_pool: 'tcmalloc' is not one of auto, default, system, jemalloc, mimalloc" in message, message
+    assert not list(remote_store.get_store("lake").list_files("", recursive=True))
