@@ -214,7 +214,6 @@ class Stored:
     fmt: str
     path: str
     size: int | None
-    listed: bool = False  # found by a listing (several partitions): read through the dataset layer
 
 
 @dataclass(frozen=True)
@@ -276,7 +275,7 @@ def find_many(dp: DataPath, folder: str, targets: Sequence[Target]) -> dict[str,
         stem, ext = posixpath.splitext(name)
         fmt = layout.EXTENSION_FORMATS.get(ext)
         if stem == layout.DATA_STEM and fmt is not None:
-            found[key][fmt] = Stored(fmt, path, size, listed=True)
+            found[key][fmt] = Stored(fmt, path, size)
     return found
 
 
@@ -308,13 +307,26 @@ def fragment(dp: DataPath, stored: Stored) -> Any:
     return ds.ParquetFileFormat().make_fragment(native, filesystem=dp.filesystem, file_size=stored.size)
 
 
+def read_whole(dp: DataPath, stored: Stored) -> bytes:
+    """A small object's bytes in one request (on s3-pyarrow: one GET, no HEAD)."""
+    if dp.kind == adapter.S3_PYARROW:
+        return adapter.s3_get_object(dp.store, stored.path)
+    with open_file(dp, stored) as source:
+        data: bytes = source.read()
+        return data
+
+
+def _is_small(stored: Stored) -> bool:
+    return stored.size is not None and stored.size <= WHOLE_OBJECT_BYTES
+
+
 def _parquet_fragment(dp: DataPath, stored: Stored, columns: Sequence[str] | None) -> Any:
-    """A small object as a fragment: all columns in one GET into memory, else ranged reads."""
+    """A small object as a fragment: all columns in one GET into memory, else the footer and
+    the wanted column chunks."""
     import pyarrow.dataset as ds
 
-    if columns is None and not stored.listed and stored.size is not None:
-        with open_file(dp, stored) as source:  # one GET for the file instead of footer + chunk GETs
-            return ds.ParquetFileFormat().make_fragment(pa.BufferReader(source.read_buffer()))
+    if columns is None and _is_small(stored):
+        return ds.ParquetFileFormat().make_fragment(pa.BufferReader(pa.py_buffer(read_whole(dp, stored))))
     return fragment(dp, stored)
 
 
@@ -334,7 +346,7 @@ def read_table(
     ``memory_pool`` (``ParquetFile.read`` always uses the default pool); see
     ``memory_pool_for``.
     """
-    if stored.size is None or stored.size > WHOLE_OBJECT_BYTES:
+    if not _is_small(stored):
         table = _read_row_groups(dp, stored, columns, progress)
         if progress is not None:
             progress.done()
@@ -411,13 +423,18 @@ def read_one(
     if route.kind == "binary":
         return ChunkedReader(fs.open_input_stream(native, buffer_size=formats.READ_BUFFER_BYTES))
     if route.kind == "bytes" or (stored.fmt == "raw" and route.kind == "any"):
+        if _is_small(stored):
+            return read_whole(dp, stored)
         with open_file(dp, stored) as whole:  # one request for the full size, no read-ahead buffer
             return whole.read()
     if stored.fmt == "raw":
         raise TypeError(f"raw bytes cannot be loaded as {type_name(route.target)}; annotate bytes or BinaryIO")
     if stored.fmt == "pickle":
-        with fs.open_input_stream(native, buffer_size=formats.READ_BUFFER_BYTES) as stream:
-            value = pickle.load(stream)
+        if _is_small(stored):
+            value = pickle.loads(read_whole(dp, stored))
+        else:
+            with fs.open_input_stream(native, buffer_size=formats.READ_BUFFER_BYTES) as stream:
+                value = pickle.load(stream)
         target = route.target
         if route.kind == "object" and isinstance(target, type) and not isinstance(value, target):
             raise TypeError(f"the stored object is a {type(value).__name__}, not {type_name(target)}")
@@ -706,8 +723,7 @@ class Many:
     def _whole(self, target: Target) -> pa.Buffer:
         stored = self.stored[target.key]
         try:
-            with open_file(self.dp, stored) as source:
-                return source.read_buffer()
+            return pa.py_buffer(read_whole(self.dp, stored))
         except (OSError, pa.ArrowException) as exc:
             raise LoadError(f"{target.label}: cannot load {stored.path}: {exc}") from exc
 

@@ -468,10 +468,20 @@ def test_pickle_round_trip_through_dict_values(io_manager: RemoteStoreIOManager)
 # ----------------------------------------------------------------------------- requests on the wire
 
 
-def test_requests_on_the_wire(seaweedfs_server: Any, unique_root: str) -> None:
-    """Several partitions: one ListObjectsV2, no HEAD, footer + data GETs; one object: no listing."""
-    import _fault_proxy as fp
+def _through_proxy(server: Any, proxy: Any, root: str) -> tuple[RemoteStoreResource, RemoteStoreIOManager]:
     from conftest import BUCKET
+
+    options = {**server.backend_options(BUCKET), "endpoint_url": proxy.endpoint_url}
+    remote_store = RemoteStoreResource(
+        backends={"main": {"type": "s3-pyarrow", "options": options}},
+        stores={"lake": {"backend": "main", "root_path": root}},
+    )
+    return remote_store, RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix="wh")
+
+
+def test_requests_on_the_wire(seaweedfs_server: Any, unique_root: str) -> None:
+    """Several small partitions: one ListObjectsV2 and one GET each; one object: one HEAD, one GET."""
+    import _fault_proxy as fp
 
     seen: list[tuple[str, bool]] = []
 
@@ -480,12 +490,7 @@ def test_requests_on_the_wire(seaweedfs_server: Any, unique_root: str) -> None:
         return fp.PASS
 
     with fp.FaultProxy(seaweedfs_server.port) as proxy:
-        options = {**seaweedfs_server.backend_options(BUCKET), "endpoint_url": proxy.endpoint_url}
-        remote_store = RemoteStoreResource(
-            backends={"main": {"type": "s3-pyarrow", "options": options}},
-            stores={"lake": {"backend": "main", "root_path": unique_root}},
-        )
-        io_manager = RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix="wh")
+        remote_store, io_manager = _through_proxy(seaweedfs_server, proxy, unique_root)
 
         @asset
         def whole() -> pa.Table:
@@ -515,8 +520,50 @@ def test_requests_on_the_wire(seaweedfs_server: Any, unique_root: str) -> None:
     assert _rows(got["t"]) == EXPECTED_ROWS and got["w"]["v"].to_pylist() == [1, 2]
     assert many.count(("GET", True)) == 1, many  # one listing
     assert many.count(("HEAD", False)) == 0, many  # no HEAD per partition
-    assert many.count(("GET", False)) <= 2 * len(KEYS), many  # footer + column chunks per partition
-    assert ("GET", True) not in one and one.count(("HEAD", False)) <= 2, one  # no listing for one object
+    assert many.count(("GET", False)) == len(KEYS), many  # small partitions: one GET each
+    assert one == [("HEAD", False), ("GET", False)], one  # one object: find it, then one GET
+
+
+def test_a_large_object_loads_with_one_head(
+    seaweedfs_server: Any, unique_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding the object is the only HEAD: the row groups are read on its known size."""
+    import _fault_proxy as fp
+    import numpy as np
+
+    from remote_store_dagster import _formats as formats
+
+    monkeypatch.setattr(formats, "ROW_GROUP_BYTES", 2 * 1024 * 1024)
+    rows = 420_000  # 10 MB of random doubles > loading.WHOLE_OBJECT_BYTES, 5 row groups
+    rng = np.random.default_rng(5)
+    table = pa.table({"x": rng.random(rows), "y": rng.random(rows), "z": rng.random(rows)})
+    methods: list[str] = []
+
+    def record(request: fp.Request, count: int) -> str:
+        methods.append(request.method)
+        return fp.PASS
+
+    @asset
+    def big() -> pa.Table:
+        return table
+
+    got: dict[str, Any] = {}
+
+    @asset(ins={"big": AssetIn()})
+    def reader(big: pa.Table) -> None:
+        got["big"] = big
+
+    with fp.FaultProxy(seaweedfs_server.port) as proxy:
+        remote_store, io_manager = _through_proxy(seaweedfs_server, proxy, unique_root)
+        assert materialize([big], resources={"io_manager": io_manager}).success
+        proxy.rule = record
+        assert materialize([big, reader], resources={"io_manager": io_manager}, selection=[reader]).success
+        proxy.rule = fp.pass_all
+        remote_store.close()
+
+    assert got["big"].equals(table)
+    assert methods.count("HEAD") == 1, methods
+    assert methods.count("GET") > 1 and set(methods) == {"HEAD", "GET"}, methods  # footer, then row groups
 
 
 def test_large_objects_load_row_group_by_row_group(
