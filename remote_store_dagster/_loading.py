@@ -214,6 +214,12 @@ class Stored:
     fmt: str
     path: str
     size: int | None
+    #: Found by a listing (several partitions, fetched concurrently): read through PyArrow, whose
+    #: C++ requests cost less CPU than the s3fs client's when many are in flight (bench section 9).
+    listed: bool = False
+    #: On s3-pyarrow, the file opened to find this object (its one HEAD gave the size); the first
+    #: read uses it instead of opening again, which would send a second HEAD.
+    opened: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -226,10 +232,21 @@ class Target:
 
 
 def find_one(dp: DataPath, location: layout.OutputLocation, fmts: Sequence[str]) -> Stored | None:
-    """The stored object in ``location``, trying ``fmts`` in order (one HEAD each)."""
+    """The stored object in ``location``, trying ``fmts`` in order (one HEAD each).
+
+    On s3-pyarrow the lookup is opening the file: PyArrow's S3 file sends that HEAD
+    itself, and the open file is kept for the read (``Stored.opened``).
+    """
     for fmt in fmts:
         path = location.data_path(fmt)
-        info = dp.filesystem.get_file_info(dp.native(path))
+        native = dp.native(path)
+        if dp.kind == adapter.S3_PYARROW:
+            try:
+                handle = dp.filesystem.open_input_file(native)
+            except FileNotFoundError:
+                continue
+            return Stored(fmt, path, handle.size(), opened=handle)
+        info = dp.filesystem.get_file_info(native)
         if info.type == pafs.FileType.File:
             return Stored(fmt, path, info.size)
     return None
@@ -275,7 +292,7 @@ def find_many(dp: DataPath, folder: str, targets: Sequence[Target]) -> dict[str,
         stem, ext = posixpath.splitext(name)
         fmt = layout.EXTENSION_FORMATS.get(ext)
         if stem == layout.DATA_STEM and fmt is not None:
-            found[key][fmt] = Stored(fmt, path, size)
+            found[key][fmt] = Stored(fmt, path, size, listed=True)
     return found
 
 
@@ -290,7 +307,9 @@ def pick(stored: Mapping[str, Stored], fmts: Sequence[str]) -> Stored | None:
 
 
 def open_file(dp: DataPath, stored: Stored) -> Any:
-    """A random-access file (PyArrow's S3 filesystem sends a HEAD for its size)."""
+    """A random-access file: the one opened to find it, unused yet, or a new one (on S3, one HEAD)."""
+    if stored.opened is not None and not stored.opened.closed:
+        return stored.opened
     return dp.filesystem.open_input_file(dp.native(stored.path))
 
 
@@ -307,27 +326,19 @@ def fragment(dp: DataPath, stored: Stored) -> Any:
     return ds.ParquetFileFormat().make_fragment(native, filesystem=dp.filesystem, file_size=stored.size)
 
 
-def read_whole(dp: DataPath, stored: Stored) -> bytes:
-    """A small object's bytes in one request (on s3-pyarrow: one GET, no HEAD)."""
-    if dp.kind == adapter.S3_PYARROW:
-        return adapter.s3_get_object(dp.store, stored.path)
+def read_whole(dp: DataPath, stored: Stored) -> pa.Buffer:
+    """A small object's bytes, in one GET once the file is open.
+
+    ``read()`` fills a Python ``bytes`` directly (``read_buffer()`` would allocate from
+    Arrow's default pool): the memory goes back to the system when the object is
+    dropped, which keeps a long multi-partition stream's peak down.
+    """
     with open_file(dp, stored) as source:
-        data: bytes = source.read()
-        return data
+        return pa.py_buffer(source.read())
 
 
 def _is_small(stored: Stored) -> bool:
     return stored.size is not None and stored.size <= WHOLE_OBJECT_BYTES
-
-
-def _parquet_fragment(dp: DataPath, stored: Stored, columns: Sequence[str] | None) -> Any:
-    """A small object as a fragment: all columns in one GET into memory, else the footer and
-    the wanted column chunks."""
-    import pyarrow.dataset as ds
-
-    if columns is None and _is_small(stored):
-        return ds.ParquetFileFormat().make_fragment(pa.BufferReader(pa.py_buffer(read_whole(dp, stored))))
-    return fragment(dp, stored)
 
 
 def _present(columns: Sequence[str] | None, schema: pa.Schema) -> list[str] | None:
@@ -342,16 +353,19 @@ def read_table(
 ) -> pa.Table:
     """A whole Parquet object as a Table (``columns`` that it lacks are left out).
 
-    Decoded through the dataset layer, the one PyArrow Python API that takes a
-    ``memory_pool`` (``ParquetFile.read`` always uses the default pool); see
-    ``memory_pool_for``.
+    Large objects and listed partitions decode through the dataset layer, the one
+    PyArrow Python API that takes a ``memory_pool`` (see ``memory_pool_for``). One
+    small object with all columns is one GET decoded by ``ParquetFile``: 0.3-0.4 ms
+    less per object than a dataset scan, and a few MiB of first-touch cost nothing.
     """
     if not _is_small(stored):
         table = _read_row_groups(dp, stored, columns, progress)
         if progress is not None:
             progress.done()
         return table
-    part = _parquet_fragment(dp, stored, columns)
+    if columns is None and not stored.listed:
+        return pq.ParquetFile(pa.BufferReader(read_whole(dp, stored))).read(use_threads=False)
+    part = fragment(dp, stored)  # footer, then the column chunks; no HEAD
     return part.to_table(columns=_present(columns, part.physical_schema), use_threads=False, memory_pool=dp.memory_pool)
 
 
@@ -423,15 +437,13 @@ def read_one(
     if route.kind == "binary":
         return ChunkedReader(fs.open_input_stream(native, buffer_size=formats.READ_BUFFER_BYTES))
     if route.kind == "bytes" or (stored.fmt == "raw" and route.kind == "any"):
-        if _is_small(stored):
-            return read_whole(dp, stored)
         with open_file(dp, stored) as whole:  # one request for the full size, no read-ahead buffer
             return whole.read()
     if stored.fmt == "raw":
         raise TypeError(f"raw bytes cannot be loaded as {type_name(route.target)}; annotate bytes or BinaryIO")
     if stored.fmt == "pickle":
         if _is_small(stored):
-            value = pickle.loads(read_whole(dp, stored))
+            value = pickle.loads(read_whole(dp, stored))  # one GET, no read-ahead buffer
         else:
             with fs.open_input_stream(native, buffer_size=formats.READ_BUFFER_BYTES) as stream:
                 value = pickle.load(stream)
@@ -723,7 +735,7 @@ class Many:
     def _whole(self, target: Target) -> pa.Buffer:
         stored = self.stored[target.key]
         try:
-            return pa.py_buffer(read_whole(self.dp, stored))
+            return read_whole(self.dp, stored)
         except (OSError, pa.ArrowException) as exc:
             raise LoadError(f"{target.label}: cannot load {stored.path}: {exc}") from exc
 

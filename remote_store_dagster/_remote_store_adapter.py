@@ -362,18 +362,6 @@ S3_HEAD_PARALLELISM = 16
 S3_DELETE_QUEUE = 2 * S3_DELETE_PARALLELISM
 
 
-def s3_get_object(store: Store, path: str) -> bytes:
-    """A whole object in one ``GetObject``.
-
-    PyArrow's S3 files first send a ``HeadObject`` for the size, which the
-    lookup or listing that found the object has already given us.
-    """
-    fs = s3fs_filesystem(store)
-    # max_concurrency=1: with more, s3fs first sends a HeadObject to split the object into ranges.
-    data = fs.cat_file(f"{backend_bucket(store)}/{s3_key(store, path)}", max_concurrency=1)
-    return bytes(data)
-
-
 def s3_object_metadata(store: Store, path: str) -> dict[str, str] | None:
     """The S3 user metadata of one object (``HeadObject``), ``None`` if the object is gone.
 
