@@ -214,8 +214,8 @@ class Stored:
     fmt: str
     path: str
     size: int | None
-    #: Found by a listing (several partitions, fetched concurrently): read through PyArrow, whose
-    #: C++ requests cost less CPU than the s3fs client's when many are in flight (bench section 9).
+    #: Found by a listing (several partitions): read through the dataset layer on the listed
+    #: size, with no HEAD (a footer GET, then the column chunks).
     listed: bool = False
     #: On s3-pyarrow, the file opened to find this object (its one HEAD gave the size); the first
     #: read uses it instead of opening again, which would send a second HEAD.
