@@ -470,17 +470,21 @@ def _r_raw(cfg: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-@case("load.ours")
-def _r_ours(cfg: dict[str, Any]) -> dict[str, Any]:
+def _ours_load(cfg: dict[str, Any], **fields: Any) -> dict[str, Any]:
     import pyarrow as pa
 
-    iom = our_io_manager(cfg)
+    iom = our_io_manager(cfg, **fields)
     our_store(iom)
     cols = _proj(cfg)
     fetch = parquet_fetch(cfg, our_path(T256), cols)
     meta = {"columns": cols} if cols else None
     ctx = in_ctx(T256, pa.Table, metadata=meta)
     return _read_phase(lambda: iom.load_input(ctx), fetch, fetched_bytes=fetch)
+
+
+@case("load.ours")
+def _r_ours(cfg: dict[str, Any]) -> dict[str, Any]:
+    return _ours_load(cfg)
 
 
 @case("load.ours-arrow-default-pool")
@@ -491,15 +495,7 @@ def _r_ours_default_pool(cfg: dict[str, Any]) -> dict[str, Any]:
     make first-touch of fresh memory about twice as expensive on this VM; ``auto`` (what
     ``load.ours`` runs) decodes into the system allocator instead.
     """
-    import pyarrow as pa
-
-    iom = our_io_manager(cfg, load_memory_pool="default")
-    our_store(iom)
-    cols = _proj(cfg)
-    fetch = parquet_fetch(cfg, our_path(T256), cols)
-    meta = {"columns": cols} if cols else None
-    ctx = in_ctx(T256, pa.Table, metadata=meta)
-    return _read_phase(lambda: iom.load_input(ctx), fetch, fetched_bytes=fetch)
+    return _ours_load(cfg, load_memory_pool="default")
 
 
 @case("load.ours-materialize")
