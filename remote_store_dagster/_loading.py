@@ -386,15 +386,15 @@ def _read_row_groups(
     columns = _present(columns, whole.physical_schema)  # reads the footer
     metadata = whole.metadata
     pool = dp.memory_pool
-    groups = whole.split_by_row_group()
-    if len(groups) <= 1:
-        return whole.to_table(columns=columns, memory_pool=pool)
     # One batch per row group (the scanner's default would cut it into 128k-row chunks).
-    batch_rows = max(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
+    batch_rows = max((metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)), default=1)
 
     def read_group(group: Any) -> pa.Table:
         return group.to_table(columns=columns, batch_size=max(batch_rows, 1), memory_pool=pool)
 
+    groups = whole.split_by_row_group()
+    if len(groups) <= 1:
+        return read_group(whole)
     tables = []
     with ThreadPoolExecutor(ROW_GROUPS_IN_FLIGHT, thread_name_prefix="rsd-row-groups") as workers:
         for index, table in enumerate(workers.map(read_group, groups)):

@@ -811,3 +811,14 @@ def test_unknown_memory_pool_fails_at_setup_naming_the_field(remote_store: Remot
     message = str(failures[0].event_specific_data.error.to_string())
     assert "load_memory_pool: 'tcmalloc' is not one of auto, default, system, jemalloc, mimalloc" in message, message
     assert not list(remote_store.get_store("lake").list_files("", recursive=True))
+
+
+def test_an_allocator_missing_from_the_build_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyarrow builds without jemalloc (Windows wheels) raise NotImplementedError; we name the field's value."""
+
+    def not_built() -> pa.MemoryPool:
+        raise NotImplementedError("jemalloc support is not enabled")  # what such a build raises
+
+    monkeypatch.setattr(pa, "jemalloc_memory_pool", not_built)
+    with pytest.raises(ValueError, match=r"'jemalloc': this pyarrow .* build has no jemalloc allocator"):
+        loading.memory_pool_for("jemalloc")
