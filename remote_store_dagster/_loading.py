@@ -34,11 +34,27 @@ import pyarrow.parquet as pq
 
 from remote_store_dagster import _formats as formats
 from remote_store_dagster import _layout as layout
-from remote_store_dagster import _remote_store_adapter as adapter
 
 if TYPE_CHECKING:
     from remote_store_dagster._progress import Progress
-    from remote_store_dagster._publish import DataPath
+    from remote_store_dagster._storage import Storage
+
+
+@dataclass(frozen=True)
+class DataPath:
+    """Where loads read from: the storage, and the Arrow pool tables are decoded into."""
+
+    storage: Storage
+    #: ``None``: Arrow's default pool; see ``memory_pool_for``.
+    memory_pool: pa.MemoryPool | None = None
+
+    @property
+    def filesystem(self) -> pafs.FileSystem:
+        return self.storage.filesystem
+
+    def native(self, path: str) -> str:
+        return self.storage.native(path)
+
 
 #: Partitions fetched at once (each fetch is mostly waiting on the server).
 LOAD_CONCURRENCY = 16
@@ -234,21 +250,13 @@ class Target:
 def find_one(dp: DataPath, location: layout.OutputLocation, fmts: Sequence[str]) -> Stored | None:
     """The stored object in ``location``, trying ``fmts`` in order (one HEAD each).
 
-    On s3-pyarrow the lookup is opening the file: PyArrow's S3 file sends that HEAD
-    itself, and the open file is kept for the read (``Stored.opened``).
+    On S3 the lookup is opening the file (``Storage.locate``); the open file is kept for
+    the read (``Stored.opened``).
     """
     for fmt in fmts:
-        path = location.data_path(fmt)
-        native = dp.native(path)
-        if dp.kind == adapter.S3_PYARROW:
-            try:
-                handle = dp.filesystem.open_input_file(native)
-            except FileNotFoundError:
-                continue
-            return Stored(fmt, path, handle.size(), opened=handle)
-        info = dp.filesystem.get_file_info(native)
-        if info.type == pafs.FileType.File:
-            return Stored(fmt, path, info.size)
+        found = dp.storage.locate(location.data_path(fmt))
+        if found is not None:
+            return Stored(fmt, found.path, found.size, opened=found.opened)
     return None
 
 
@@ -260,24 +268,12 @@ def _common_prefix(paths: Sequence[str]) -> str:
 def list_folder(dp: DataPath, folder: str, within: Sequence[str] = ()) -> Iterator[tuple[str, int]]:
     """(store-relative path, size) of every object below ``folder``: one listing.
 
-    On s3-pyarrow this is a flat, paginated ``ListObjectsV2`` narrowed to the
-    longest common key prefix of ``within`` (e.g. ``partition=2024-01-`` for a
-    month of days); elsewhere a recursive ``FileSelector`` on the PyArrow
-    filesystem. Reserved (``_``/``.``) names are not data and are skipped.
+    Narrowed to the longest common key prefix of ``within`` (e.g. ``partition=2024-01-``
+    for a month of days) where the storage lists by key prefix.
     """
-    if dp.kind == adapter.S3_PYARROW:
-        prefix = _common_prefix(within) if within else ""
-        if not prefix.startswith(folder + "/"):
-            prefix = folder + "/"
-        yield from adapter.s3_list_prefix(dp.store, prefix)
-        return
-    native_folder = dp.native(folder).rstrip("/")
-    selector = pafs.FileSelector(native_folder, recursive=True, allow_not_found=True)
-    for info in dp.filesystem.get_file_info(selector):
-        if info.type != pafs.FileType.File:
-            continue
-        rel = info.path[len(native_folder) :].lstrip("/")
-        yield layout.join(folder, rel), int(info.size or 0)
+    narrow = _common_prefix(within) if within else ""
+    for info in dp.storage.list_objects(folder, narrow_to=narrow):
+        yield info.path, info.size
 
 
 def find_many(dp: DataPath, folder: str, targets: Sequence[Target]) -> dict[str, dict[str, Stored]]:

@@ -50,10 +50,8 @@ from dagster import (
     TimeWindowPartitionsDefinition,
     sensor,
 )
-from remote_store import Capability, RemoteStoreError, Store
 
 from remote_store_dagster import _cleanup_plan as plan_mod
-from remote_store_dagster import _remote_store_adapter as adapter
 from remote_store_dagster._cleanup_plan import (
     AssetPath,
     Located,
@@ -66,7 +64,8 @@ from remote_store_dagster._cleanup_plan import (
 )
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError
 from remote_store_dagster._layout import STAGING_DIR, asset_folder, join, normalize_prefix
-from remote_store_dagster._provenance import SIDECAR_NAME, Provenance, sidecar_path
+from remote_store_dagster._provenance import SIDECAR_NAME, Provenance
+from remote_store_dagster._storage import ObjectInfo, Storage, storage_for
 from remote_store_dagster.resources import RemoteStoreResource
 
 __all__ = ["build_cleanup_sensor"]
@@ -235,64 +234,39 @@ def _next_cursor(high: int | None, undecided: list[int]) -> tuple[int | None, li
 class _ProvenanceReader:
     """Provenance of data files, read only when a policy asks, each at most once a tick.
 
-    s3-pyarrow: ``HeadObject`` (user metadata), up to ``S3_HEAD_PARALLELISM`` at
-    once. Other backends: the folder's ``_provenance.json`` sidecar, valid only if
-    it is not older than the data file (a crash between data and sidecar, or a
-    newer write, leaves the data unstamped rather than wrongly attributed).
+    Where it lives is the storage's business (S3 user metadata, read ``parallelism``
+    ``HeadObject`` at once; sidecar files elsewhere).
     """
 
-    def __init__(self, store: Store, listed: Mapping[str, StoredObject]) -> None:
-        self.store = store
-        self.listed = listed
-        self.s3 = adapter.is_s3_pyarrow(store)
-        self.parallelism = adapter.S3_HEAD_PARALLELISM if self.s3 else 1
+    def __init__(self, storage: Storage, listed: Mapping[str, ObjectInfo]) -> None:
+        self.source = storage.provenance_source(listed)
+        self.parallelism = self.source.parallelism
         self.lookups = 0
         self._cache: dict[str, Provenance | None] = {}
-        self._sidecars: dict[str, Provenance | None] = {}
 
     def get_many(self, items: Sequence[Located]) -> list[Provenance | None]:
         missing = list(dict.fromkeys(item.obj.path for item in items if item.obj.path not in self._cache))
-        if len(missing) > 1 and self.s3:
+        self.lookups += len(missing)
+        if len(missing) > 1 and self.parallelism > 1:
             with ThreadPoolExecutor(max_workers=min(self.parallelism, len(missing))) as pool:
-                for path, provenance in zip(missing, pool.map(self._read, missing), strict=True):
+                for path, provenance in zip(missing, pool.map(self.source.read, missing), strict=True):
                     self._cache[path] = provenance
         else:
             for path in missing:
-                self._cache[path] = self._read(path)
+                self._cache[path] = self.source.read(path)
         return [self._cache[item.obj.path] for item in items]
-
-    def _read(self, path: str) -> Provenance | None:
-        if self.s3:
-            self.lookups += 1
-            return Provenance.from_metadata(adapter.s3_object_metadata(self.store, path))
-        sidecar = sidecar_path(path)
-        listed_sidecar, data = self.listed.get(sidecar), self.listed.get(path)
-        if listed_sidecar is None or (data is not None and listed_sidecar.modified < data.modified):
-            return None
-        if sidecar not in self._sidecars:
-            self.lookups += 1
-            try:
-                self._sidecars[sidecar] = Provenance.from_json(self.store.read_bytes(sidecar))
-            except RemoteStoreError:
-                self._sidecars[sidecar] = None
-        return self._sidecars[sidecar]
 
 
 class _Deleter:
-    """Deletes as paths come in; nothing in a dry run.
+    """Deletes as paths come in (the storage's bulk deleter), nothing in a dry run; one scope guard."""
 
-    s3-pyarrow: pipelined bulk ``DeleteObjects`` (``adapter.S3BulkDeleter``).
-    Other backends: ``Store.delete`` per path at ``close``, then empty folders
-    are pruned (local disk keeps empty directories).
-    """
-
-    def __init__(self, tick: "_Tick", store: Store) -> None:
+    def __init__(self, tick: "_Tick", storage: Storage) -> None:
         self.prefix = tick.config.prefix
         self.where = tick.where
         self.dry_run = tick.config.dry_run
-        self.store = store
-        self.bulk = adapter.S3BulkDeleter(store) if adapter.is_s3_pyarrow(store) and not self.dry_run else None
-        self.paths: list[str] = []
+        self.storage = storage
+        keep = frozenset({self.prefix, join(self.prefix, STAGING_DIR)})
+        self.bulk = None if self.dry_run else storage.bulk_deleter(keep)
         self.outcome = _Outcome()
         self.started = time.perf_counter()
 
@@ -300,23 +274,18 @@ class _Deleter:
         escaped = plan_mod.outside_scope(self.prefix, [path])
         if escaped:  # a bug, never a reason to delete: stop before touching anything more
             raise RemoteStoreIOError(f"{self.where}: refusing to delete outside {self.prefix!r}: {escaped[:5]}")
-        if self.dry_run:
-            return
         if self.bulk is not None:
             self.bulk.add(path)
-        else:
-            self.paths.append(path)
 
     def discard_unsent(self) -> None:
         """Forget deletions not yet sent (the tick is failing): ``close`` then only waits."""
-        self.paths = []
         if self.bulk is not None:
             self.bulk.discard_unsent()
 
     def abort_uploads(self, aborts: Sequence[plan_mod.Abort]) -> None:
         for abort in aborts:
             try:
-                adapter.s3_abort_multipart_upload(self.store, abort.upload.path, abort.upload.upload_id)
+                self.storage.abort_upload(abort.upload.path, abort.upload.upload_id)
             except Exception as exc:
                 self.outcome.errors.append(f"abort {abort.upload.path} ({abort.upload.upload_id}): {exc}")
 
@@ -326,30 +295,8 @@ class _Deleter:
             requests, errors = self.bulk.close()
             outcome.delete_requests += requests
             outcome.errors.extend(errors)
-        elif self.paths:
-            for path in self.paths:
-                try:
-                    self.store.delete(path, missing_ok=True)
-                    outcome.delete_requests += 1
-                except Exception as exc:
-                    outcome.errors.append(f"{path}: {exc}")
-            self._prune_empty_folders(self.paths)
         outcome.seconds = time.perf_counter() - self.started
         return outcome
-
-    def _prune_empty_folders(self, paths: list[str]) -> None:
-        stop = {self.prefix, join(self.prefix, STAGING_DIR)}
-        folders: set[str] = set()
-        for path in paths:
-            parts = path.split("/")[:-1]
-            while parts and "/".join(parts) not in stop:
-                folders.add("/".join(parts))
-                parts.pop()
-        for folder in sorted(folders, key=lambda f: (-f.count("/"), f)):
-            try:
-                self.store.delete_folder(folder, recursive=False, missing_ok=True)
-            except Exception:
-                continue
 
 
 class _Tick:
@@ -361,7 +308,7 @@ class _Tick:
 
     # -- setup and validation
 
-    def _store(self) -> Store:
+    def _storage(self) -> Storage:
         resource = self.resource
         if not isinstance(resource, RemoteStoreResource):
             found = "nothing" if resource is None else type(resource).__name__
@@ -369,16 +316,16 @@ class _Tick:
                 f"{self.where}: needs a RemoteStoreResource bound to resource key {RESOURCE_KEY!r}, found {found}"
             )
         try:
-            store = resource.get_store(self.config.store)
+            storage = storage_for(resource.get_store(self.config.store))
         except RemoteStoreConfigError as exc:
             raise RemoteStoreConfigError(f"{self.where}: store: {exc}") from None
-        missing = [cap.value for cap in (Capability.LIST, Capability.DELETE) if not store.supports(cap)]
+        missing = storage.missing_cleanup_capabilities()
         if missing:
             raise RemoteStoreConfigError(
                 f"{self.where}: store {self.config.store!r} cannot {' or '.join(missing)}; "
                 "the cleanup sensor needs both"
             )
-        return store
+        return storage
 
     def _defined_assets(self) -> dict[AssetPath, Any]:
         """Asset key path -> partitions definition of every asset this code location defines."""
@@ -432,30 +379,16 @@ class _Tick:
                 scopes.append(scope)
         return scopes
 
-    def _iter_objects(self, store: Store, scope: str, now: datetime) -> Iterator[StoredObject]:
+    def _iter_objects(self, storage: Storage, scope: str, now: datetime) -> Iterator[StoredObject]:
         """Every object below folder ``scope``, page by page (the caller acts before the next page)."""
-        if adapter.is_s3_pyarrow(store):
-            for path, size, modified in adapter.s3_list_objects(store, scope):
-                yield StoredObject(path, size, plan_mod.utc(modified))
-            return
-        try:
-            infos = list(store.list_files(scope, recursive=True))
-        except RemoteStoreError as exc:
-            if type(exc).__name__ == "NotFound":
-                return
-            raise
-        for info in infos:
-            modified = plan_mod.utc(info.modified_at)
-            if modified.year <= 1:
-                modified = now  # unknown time: never old enough to delete by age
-            yield StoredObject(str(info.path), int(info.size), modified)
+        for info in storage.list_objects(scope):
+            # Unknown time: never old enough to delete by age.
+            modified = plan_mod.utc(info.modified) if info.modified is not None else now
+            yield StoredObject(info.path, info.size, modified)
 
-    def _uploads(self, store: Store) -> list[Upload]:
-        if not adapter.is_s3_pyarrow(store):
-            return []
-        uploads = []
+    def _uploads(self, storage: Storage) -> list[Upload]:
         try:
-            pending = list(adapter.s3_list_multipart_uploads(store, self.config.prefix))
+            pending = list(storage.pending_uploads(self.config.prefix))
         except Exception as exc:
             # Servers without ListMultipartUploads (s3rver) and IAM policies without
             # s3:ListBucketMultipartUploads: clean objects anyway, say what is not seen.
@@ -464,12 +397,16 @@ class _Tick:
                 f"abort them with a bucket lifecycle rule instead): {exc}"
             )
             return []
-        for path, upload_id, initiated in pending:
-            size, last_part = adapter.s3_multipart_upload_parts(store, path, upload_id)
-            uploads.append(
-                Upload(path, upload_id, plan_mod.utc(initiated), size, plan_mod.utc(last_part) if last_part else None)
+        return [
+            Upload(
+                u.path,
+                u.upload_id,
+                plan_mod.utc(u.initiated),
+                u.size,
+                plan_mod.utc(u.last_part) if u.last_part else None,
             )
-        return uploads
+            for u in pending
+        ]
 
     # -- whose data is this
 
@@ -712,7 +649,7 @@ class _Tick:
 
     def run(self) -> SensorResult:
         config = self.config
-        store = self._store()
+        storage = self._storage()
         defined = self._defined_assets()
         keep_last = self._keep_last(defined)
         instance = self.context.instance
@@ -725,14 +662,16 @@ class _Tick:
             wipes, high = self._wipes(instance, after, pending)
 
         plan = Plan()
-        deleter = _Deleter(self, store)
+        deleter = _Deleter(self, storage)
         undecided: set[int] = set()
         listed = 0
         reader: _ProvenanceReader | None = None
         try:
             # Leftovers need no other page: their deletes go out while the listing is still paging.
             located: list[Located] = []
-            objects = (obj for scope in self._scopes(wipes, keep_last) for obj in self._iter_objects(store, scope, now))
+            objects = (
+                obj for scope in self._scopes(wipes, keep_last) for obj in self._iter_objects(storage, scope, now)
+            )
             for obj in objects:
                 listed += 1
                 item = plan_mod.locate(config.prefix, obj)
@@ -741,9 +680,12 @@ class _Tick:
                     deleter.add(obj.path)
                 elif not item.top_reserved:
                     located.append(item)
-            plan_mod.leftovers(plan, config.prefix, [], self._uploads(store), now, config.leftover_grace)
+            plan_mod.leftovers(plan, config.prefix, [], self._uploads(storage), now, config.leftover_grace)
             # The other policies need the whole listing (newest object of a folder, partition ranks).
-            reader = _ProvenanceReader(store, {item.obj.path: item.obj for item in located})
+            listed_objects = {
+                item.obj.path: ObjectInfo(item.obj.path, item.obj.size, item.obj.modified) for item in located
+            }
+            reader = _ProvenanceReader(storage, listed_objects)
             if wipes:
                 undecided = self._apply_wipes(plan, reader, located, wipes, instance)
             if config.delete_orphans:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -24,14 +22,14 @@ from dagster import (
 )
 from pydantic import Field, PrivateAttr
 
+from remote_store_dagster import _dagster_context as dagster_context
 from remote_store_dagster import _formats as formats
 from remote_store_dagster import _layout as layout
 from remote_store_dagster import _loading as loading
 from remote_store_dagster import _progress
-from remote_store_dagster import _remote_store_adapter as adapter
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError, S3RefusedError, s3_refusal_error
 from remote_store_dagster._provenance import Provenance
-from remote_store_dagster._publish import DataPath, data_path_for, open_publish_stream
+from remote_store_dagster._storage import Storage, storage_for
 from remote_store_dagster.resources import RemoteStoreResource
 
 __all__ = ["RemoteStoreIOManager"]
@@ -85,7 +83,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         "ARROW_DEFAULT_MEMORY_POOL), then the system allocator (docs: Deploying, Memory).",
     )
 
-    _data_path: DataPath | None = PrivateAttr(default=None)
+    _data_path: loading.DataPath | None = PrivateAttr(default=None)
 
     # ------------------------------------------------------------------ setup
 
@@ -96,7 +94,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         # Pay imports and S3 client setup (~0.8 s a process) here, not in the first output.
         # Only an optimisation: a bad store surfaces, with its clear error, at first use.
         try:
-            adapter.warm_up(self.data_path.store)
+            self.data_path.storage.warm_up()
         except Exception as exc:
             self._data_path = None
             if context.log is not None:
@@ -115,11 +113,15 @@ class RemoteStoreIOManager(ConfigurableIOManager):
             raise RemoteStoreConfigError(f"load_memory_pool: {exc}") from None
 
     @property
-    def data_path(self) -> DataPath:
+    def data_path(self) -> loading.DataPath:
         if self._data_path is None:
-            found = data_path_for(self.remote_store.get_store(self.store))
-            self._data_path = dataclasses.replace(found, memory_pool=self._load_pool())
+            storage = storage_for(self.remote_store.get_store(self.store))
+            self._data_path = loading.DataPath(storage, memory_pool=self._load_pool())
         return self._data_path
+
+    @property
+    def storage(self) -> Storage:
+        return self.data_path.storage
 
     # ------------------------------------------------------------------ paths
 
@@ -164,18 +166,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
 
     def uri(self, path: str) -> str:
         """A URI other engines understand for a store-relative path."""
-        dp = self.data_path
-        native = dp.native(path)
-        if dp.kind == adapter.S3_PYARROW:
-            return f"s3://{native}"
-        if dp.kind == "local":
-            return Path(native).as_uri()
-        backend = adapter.store_backend(dp.store).name
-        if backend == "s3":
-            # remote-store's plain S3 backend: its native path is "<bucket>/<key>".
-            return f"s3://{dp.store.native_path(path)}"
-        root = adapter.store_root(dp.store)
-        return f"{backend}://{layout.join(root, path)}"
+        return self.storage.uri(path)
 
     # ------------------------------------------------------------------ output
 
@@ -285,15 +276,14 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         except formats.UnsupportedOutput as exc:
             raise RemoteStoreIOError(f"{target.label}: cannot store output: {exc}") from None
         path = target.location.data_path(fmt)
-        dp = self.data_path
+        storage = self.storage
         uri = self.uri(path)
         context.log.debug(f"writing {target.label} as {fmt} to {uri}")
         progress = _progress.Progress(
             context.log.info, "wrote", target.label, uri, interval=_progress.PROGRESS_INTERVAL_SECONDS
         )
         try:
-            with open_publish_stream(
-                dp,
+            with storage.publish(
                 path,
                 staging_prefix=self._validated_prefix(),
                 provenance=self._provenance(context, partition_key),
@@ -316,7 +306,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         if self._other_format_can_exist(context, partition_key, path):
             stale = [p for p in target.location.candidates() if p != path]
             try:
-                adapter.delete_quietly(dp.store, stale)
+                storage.delete_quietly(stale)
             except Exception as exc:
                 refusal = s3_refusal_error(exc, "DeleteObjects", uri)
                 if refusal is not None:
@@ -326,7 +316,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
 
     def _provenance(self, context: OutputContext, partition_key: str | None) -> Provenance:
         """What the cleanup sensor needs to know about who wrote this output (op outputs: run and location)."""
-        location = self.code_location or adapter.step_run_code_location(context)
+        location = self.code_location or dagster_context.step_run_code_location(context)
         if not context.has_asset_key:
             return Provenance(run_id=context.run_id, code_location=location)
         return Provenance(
@@ -348,8 +338,8 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         output's folder is new per run, so only a step retry can find anything in it.
         """
         if not context.has_asset_key:
-            return adapter.is_step_retry(context)
-        return adapter.latest_recorded_output(context, partition_key) != (self.store, path)
+            return dagster_context.is_step_retry(context)
+        return dagster_context.latest_recorded_output(context, partition_key) != (self.store, path)
 
     # ------------------------------------------------------------------ input
 

@@ -277,10 +277,10 @@ def _write_partitions_direct(config: dict[str, Any]) -> None:
     import pyarrow.parquet as pq
 
     from remote_store_dagster._layout import partition_location
-    from remote_store_dagster._publish import data_path_for
+    from remote_store_dagster._storage import storage_for
 
     iom = _resources(config)["io_manager"]
-    dp = data_path_for(iom.remote_store.get_store("lake"))
+    dp = storage_for(iom.remote_store.get_store("lake"))
     rng = np.random.default_rng(config["seed"])
     rows = config["partition_bytes"] // (ROWS_PER_BATCH * (PAYLOAD_BYTES + 16)) * ROWS_PER_BATCH
     part = pa.Table.from_batches(

@@ -448,6 +448,7 @@ def test_the_pipelined_deleter_refuses_a_path_outside_the_prefix_before_sending_
     otherwise complete a batch and be sent at once)."""
     from types import SimpleNamespace
 
+    from remote_store_dagster._storage import storage_for
     from remote_store_dagster.cleanup import _Deleter
 
     resource = make_remote_store("seaweedfs")
@@ -455,7 +456,7 @@ def test_the_pipelined_deleter_refuses_a_path_outside_the_prefix_before_sending_
     sibling = f"{PREFIX}x/_staging/{uuid.uuid4().hex}.data.parquet"  # shares the string prefix "lake1"
     store.write(sibling, b"x")
     tick_facts = SimpleNamespace(config=SimpleNamespace(prefix=PREFIX, dry_run=False), where="test tick")
-    deleter = _Deleter(tick_facts, store)  # type: ignore[arg-type]
+    deleter = _Deleter(tick_facts, storage_for(store))  # type: ignore[arg-type]
     try:
         for i in range(999):
             deleter.add(f"{PREFIX}/_staging/{i:04d}.data.parquet")

@@ -6,6 +6,7 @@ backend lives only as long as one run's registry, so its tests write, read and
 look at the store within one run (see ``test_memory_backend_within_one_run``).
 """
 
+import copy
 import io
 import os
 import pickle
@@ -40,7 +41,7 @@ from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
 from remote_store_dagster import _remote_store_adapter as adapter
 from remote_store_dagster._errors import RemoteStoreConfigError
 from remote_store_dagster._provenance import SIDECAR_NAME
-from remote_store_dagster._publish import data_path_for
+from remote_store_dagster._storage import storage_for
 
 TABLE = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "name": ["a", "b", "c"], "score": [0.5, 1.5, 2.5]})
 
@@ -69,8 +70,8 @@ def stored_files(io_manager: RemoteStoreIOManager) -> list[str]:
     out of ``_staging``) and lists it as a zero-byte entry; it holds no data.
     """
     store = io_manager.remote_store.get_store("lake")
-    if adapter.is_s3_pyarrow(store):  # one flat listing: s3rver's folder (delimiter) listings miss deep keys
-        paths = [path for path, _, _ in adapter.s3_list_objects(store, "")]
+    if adapter.backend_kind(store) == adapter.S3_PYARROW:  # one flat listing: s3rver's folder listings miss deep keys
+        paths = [info.path for info in storage_for(store).list_objects("")]
     else:
         paths = [str(f.path) for f in store.list_files("", recursive=True) if f.size or f.path.name != "_staging"]
     # The provenance sidecar (_provenance.json, non-S3 backends) is tested in test_publish.py.
@@ -316,7 +317,7 @@ def test_column_projection_fetches_fewer_bytes(
     assert materialize([wide_table], resources={"io_manager": io_manager}).success
 
     counter = [0]
-    real = data_path_for(io_manager.remote_store.get_store("lake"))
+    real = storage_for(io_manager.remote_store.get_store("lake"))
 
     class Counting(pa.fs.FileSystemHandler):  # type: ignore[misc]
         def __eq__(self, other: object) -> bool:
@@ -349,8 +350,9 @@ def test_column_projection_fetches_fewer_bytes(
         copy_file = create_dir = delete_dir = delete_dir_contents = delete_file = _read_only
         delete_root_dir_contents = move = open_append_stream = open_output_stream = _read_only
 
-    counting = type(real)(real.store, pa.fs.PyFileSystem(Counting()), real.kind)
-    monkeypatch.setattr("remote_store_dagster.io_manager.data_path_for", lambda store: counting)
+    counting = copy.copy(real)
+    counting.filesystem = pa.fs.PyFileSystem(Counting())
+    monkeypatch.setattr("remote_store_dagster.io_manager.storage_for", lambda store: counting)
 
     got: dict[str, pa.Table] = {}
 
@@ -415,7 +417,7 @@ def _on_s3rver(io_manager: RemoteStoreIOManager) -> bool:
 
 
 def _dataset_folder(io_manager: RemoteStoreIOManager, asset_name: str) -> tuple[Any, str]:
-    dp = data_path_for(io_manager.remote_store.get_store("lake"))
+    dp = storage_for(io_manager.remote_store.get_store("lake"))
     return dp.filesystem, dp.native(f"warehouse/{asset_name}")
 
 
@@ -857,20 +859,19 @@ def test_failed_write_on_store_api_backends_keeps_previous_and_leaves_no_staging
     """The staged path (``pyarrow_fs``/local file + ``Store.move``): a producer that fails
     mid-stream leaves the previous object as it was and nothing under ``_staging``.
     One registry throughout, so it runs on ``memory`` too."""
-    from remote_store_dagster._publish import open_publish_stream
 
     store = remote_store.get_store("lake")
-    dp = data_path_for(store)
+    dp = storage_for(store)
     assert dp.kind != "s3-pyarrow"
     path = "warehouse/sales/data.parquet"
-    with open_publish_stream(dp, path, staging_prefix="warehouse") as out:
+    with dp.publish(path, staging_prefix="warehouse") as out:
         pq.write_table(TABLE, out)
     good = store.read_bytes(path)
 
     class ProducerFailed(Exception):
         pass
 
-    with pytest.raises(ProducerFailed), open_publish_stream(dp, path, staging_prefix="warehouse") as out:
+    with pytest.raises(ProducerFailed), dp.publish(path, staging_prefix="warehouse") as out:
         out.write(b"PAR1" + b"x" * 3 * 1024 * 1024)  # a partial body, bigger than any buffer
         raise ProducerFailed
     assert store.read_bytes(path) == good

@@ -23,7 +23,8 @@ from dagster import DagsterInstance, StaticPartitionsDefinition, asset, job, mat
 from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
 from remote_store_dagster import _progress as progress_module
 from remote_store_dagster._provenance import Provenance, sidecar_path
-from remote_store_dagster._publish import SMALL_OBJECT_BYTES, data_path_for, open_publish_stream
+from remote_store_dagster._storage import storage_for
+from remote_store_dagster._storage._s3_upload import SMALL_OBJECT_BYTES
 from remote_store_dagster._version import __version__
 from remote_store_dagster.testing import SeaweedFSServer
 
@@ -50,7 +51,7 @@ def random_column(nbytes: int) -> pa.Array:
 
 
 def write_body(resource: RemoteStoreResource, path: str, body: bytes, **kwargs: Any) -> None:
-    with open_publish_stream(data_path_for(resource.get_store("lake")), path, **kwargs) as out:
+    with storage_for(resource.get_store("lake")).publish(path, **kwargs) as out:
         for start in range(0, len(body), MiB):
             out.write(body[start : start + MiB])
 
@@ -74,7 +75,7 @@ def test_small_output_is_one_put_with_provenance(
     store = resource.get_store("lake")
     provenance = Provenance(run_id="r-1", code_location="loc", asset_key="a/b", partition_key="2024-01-01|ü x")
     proxy.counts.clear()
-    with open_publish_stream(data_path_for(store), "a/data.bin", provenance=provenance) as out:
+    with storage_for(store).publish("a/data.bin", provenance=provenance) as out:
         out.write(b"x" * 1000)
         out.write(b"y" * 1000)
         assert out.tell() == 2000
@@ -91,7 +92,7 @@ def test_small_output_that_fails_sends_nothing(proxied: tuple[fp.FaultProxy, Rem
     proxy.counts.clear()
     with (
         pytest.raises(RuntimeError, match="producer failed"),
-        open_publish_stream(data_path_for(store), "a/data.bin") as out,
+        storage_for(store).publish("a/data.bin") as out,
     ):
         out.write(b"partial")
         raise RuntimeError("producer failed")
@@ -137,7 +138,7 @@ def test_publishes_when_listing_uploads_is_denied(proxied: tuple[fp.FaultProxy, 
     assert materialize([events], resources={"io_manager": io_manager(resource)}).success
     assert proxy.counts["CreateMultipartUpload"] == 1 and proxy.counts["CompleteMultipartUpload"] == 1
     assert "ListMultipartUploads" not in proxy.counts
-    dp = data_path_for(resource.get_store("lake"))
+    dp = storage_for(resource.get_store("lake"))
     assert pq.read_table(dp.native("events/data.parquet"), filesystem=dp.filesystem).equals(table)
 
 
@@ -335,7 +336,7 @@ def test_denied_stale_delete_names_the_permission(proxied: tuple[fp.FaultProxy, 
 
 
 def test_part_sizes_reach_s3s_object_limit_within_10000_parts() -> None:
-    from remote_store_dagster import _s3_upload as up
+    from remote_store_dagster._storage import _s3_upload as up
 
     assert up.part_size(1) == up.part_size(1000) == 16 * MiB
     assert up.part_size(1001) == 32 * MiB
@@ -351,7 +352,7 @@ def test_buffered_parts_are_bounded_when_the_server_is_slower_than_the_producer(
     import tracemalloc
 
     from remote_store_dagster import _remote_store_adapter as adapter
-    from remote_store_dagster import _s3_upload as up
+    from remote_store_dagster._storage import _s3_upload as up
 
     _, resource = proxied
     store = resource.get_store("lake")
@@ -412,7 +413,7 @@ def test_keyboard_interrupt_mid_upload_aborts_and_keeps_the_previous_object(
     store = resource.get_store("lake")
     store.write("ki/data.bin", b"previous", overwrite=True)
     proxy.counts.clear()
-    with pytest.raises(KeyboardInterrupt), open_publish_stream(data_path_for(store), "ki/data.bin") as out:
+    with pytest.raises(KeyboardInterrupt), storage_for(store).publish("ki/data.bin") as out:
         for _ in range(40):  # two 16 MiB parts handed to the uploader threads
             out.write(os.urandom(MiB))
         raise KeyboardInterrupt
@@ -428,7 +429,7 @@ def test_a_failed_part_stops_the_producer_within_the_parts_in_flight(
 ) -> None:
     """A part that fails for good surfaces in the producer's next hand-off, not after the whole stream
     (a 50 GB producer must not keep encoding for an hour into an upload that is already lost)."""
-    from remote_store_dagster import _s3_upload as up
+    from remote_store_dagster._storage import _s3_upload as up
 
     proxy, resource = proxied_no_retries
     store = resource.get_store("lake")
@@ -439,7 +440,7 @@ def test_a_failed_part_stops_the_producer_within_the_parts_in_flight(
     written = 0
     with (
         pytest.raises(OSError, match="injected by the test proxy"),
-        open_publish_stream(data_path_for(store), "ff/data.bin") as out,
+        storage_for(store).publish("ff/data.bin") as out,
     ):
         for _ in range(12 * up.PART_BYTES // MiB):  # twelve parts' worth
             out.write(chunk)
@@ -482,7 +483,7 @@ def test_a_transient_abort_failure_is_retried(proxied: tuple[fp.FaultProxy, Remo
     proxy.counts.clear()
     with (
         pytest.raises(RuntimeError, match="producer failed"),
-        open_publish_stream(data_path_for(store), "ab/x.bin") as out,
+        storage_for(store).publish("ab/x.bin") as out,
     ):
         out.write(os.urandom(PART_AND_A_BIT))  # one part sent
         raise RuntimeError("producer failed")
@@ -499,17 +500,17 @@ def test_a_failed_write_leaves_the_previous_provenance(
     """Provenance never names a run whose write failed: the sidecar is written only after the data
     is published (other backends), the metadata rides on the object (s3-pyarrow)."""
     store = remote_store.get_store("lake")
-    dp = data_path_for(store)
+    dp = storage_for(store)
     path = "events/data.bin"
     first, second = (
         Provenance(run_id="run-ok", code_location="loc"),
         Provenance(run_id="run-failed", code_location="loc"),
     )
-    with open_publish_stream(dp, path, staging_prefix="", provenance=first) as out:
+    with dp.publish(path, staging_prefix="", provenance=first) as out:
         out.write(b"previous")
     with (
         pytest.raises(RuntimeError, match="producer failed"),
-        open_publish_stream(dp, path, staging_prefix="", provenance=second) as out,
+        dp.publish(path, staging_prefix="", provenance=second) as out,
     ):
         out.write(b"partial")
         raise RuntimeError("producer failed")

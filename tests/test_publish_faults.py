@@ -43,7 +43,7 @@ from conftest import BUCKET
 from dagster import AssetIn, asset, materialize
 
 from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
-from remote_store_dagster._publish import data_path_for
+from remote_store_dagster._storage import storage_for
 from remote_store_dagster.testing import S3rverServer, S3Server, SeaweedFSServer
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def s3_client(server: S3Server) -> Any:
 
 def visible_files(resource: RemoteStoreResource, folder: str = ASSET) -> dict[str, str]:
     """Every data file a reader listing ``folder`` sees -> sha256 of its bytes."""
-    dp = data_path_for(resource.get_store("lake"))
+    dp = storage_for(resource.get_store("lake"))
     base = dp.native(folder)
     infos = dp.filesystem.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     files = {}
@@ -109,7 +109,7 @@ def visible_files(resource: RemoteStoreResource, folder: str = ASSET) -> dict[st
 
 def dataset_table(resource: RemoteStoreResource) -> pa.Table:
     """The asset folder read as a Hive dataset, as DuckDB/Polars/Spark users would."""
-    dp = data_path_for(resource.get_store("lake"))
+    dp = storage_for(resource.get_store("lake"))
     return ds.dataset(dp.native(ASSET), filesystem=dp.filesystem, format="parquet", partitioning="hive").to_table()
 
 
@@ -144,7 +144,7 @@ def abort_all(client: Any, resource: RemoteStoreResource) -> None:
 
 def staging_bytes(resource: RemoteStoreResource) -> int:
     """Bytes of in-flight staging files (local backend)."""
-    dp = data_path_for(resource.get_store("lake"))
+    dp = storage_for(resource.get_store("lake"))
     infos = dp.filesystem.get_file_info(pafs.FileSelector(dp.native("_staging"), recursive=True, allow_not_found=True))
     return sum(i.size for i in infos if i.type == pafs.FileType.File)
 
@@ -351,7 +351,7 @@ def test_writer_killed_mid_upload(
     else:
         # Its leftover lives only under the reserved _staging folder.
         assert staging_bytes(remote_store) > 20 * MiB
-        dp = data_path_for(remote_store.get_store("lake"))
+        dp = storage_for(remote_store.get_store("lake"))
         top = {i.base_name for i in dp.filesystem.get_file_info(pafs.FileSelector(dp.native(""), recursive=False))}
         assert top == {ASSET, "_staging"}
 
@@ -551,7 +551,6 @@ def test_concurrent_writers_of_one_key_each_publish_a_whole_object(
 ) -> None:
     """Two multipart writes of one key interleave: each completes whole, the last completion wins, never torn."""
     from remote_store_dagster._provenance import Provenance
-    from remote_store_dagster._publish import open_publish_stream
 
     resource = make_remote_store(server_kind)
     client = s3_client(request.getfixturevalue(f"{server_kind}_server"))
@@ -564,7 +563,7 @@ def test_concurrent_writers_of_one_key_each_publish_a_whole_object(
 
     def write(body: bytes, run_id: str, after_first_part: Callable[[], None]) -> None:
         try:
-            with open_publish_stream(data_path_for(store), path, provenance=Provenance(run_id=run_id)) as out:
+            with storage_for(store).publish(path, provenance=Provenance(run_id=run_id)) as out:
                 for start in range(0, len(body), MiB):
                     out.write(body[start : start + MiB])
                     if start == 20 * MiB:  # a part is uploading or uploaded

@@ -1126,7 +1126,7 @@ def test_escape_hatches_are_the_very_objects_the_store_uses(
 ) -> None:
     """Not a look-alike filesystem: the same object the store's data path (PyArrow) and control
     path (s3fs) use, before, inside and after a run."""
-    from remote_store_dagster._publish import data_path_for
+    from remote_store_dagster._storage import storage_for
 
     server: S3Server = request.getfixturevalue(f"{kind}_server")
     resource = S3PyArrowResource(
@@ -1144,7 +1144,7 @@ def test_escape_hatches_are_the_very_objects_the_store_uses(
         seen[label] = (
             pa_fs is s3.pyarrow_filesystem()
             and pa_fs is store.unwrap(pafs.S3FileSystem)
-            and pa_fs is data_path_for(store).filesystem
+            and pa_fs is storage_for(store).filesystem
             and fs is s3.s3fs_filesystem()
             and fs is store.unwrap(s3fs.S3FileSystem)
         )

@@ -1,6 +1,6 @@
 """Our own S3 upload for the s3-pyarrow data path, driven through the s3fs control-path client.
 
-Owned by ``_remote_store_adapter`` (it is the only caller that hands it an s3fs
+Owned by ``_storage._s3`` (it is the only caller that hands it an s3fs
 client). Why not PyArrow's ``S3FileSystem.open_output_stream``:
 
 * it cannot set S3 user metadata: Arrow's ``ObjectMetadataSetter`` passes only
