@@ -10,7 +10,7 @@ from typing import Any
 
 from remote_store_dagster._provenance import run_code_location
 
-__all__ = ["is_step_retry", "latest_recorded_output", "step_run_code_location"]
+__all__ = ["add_partition_metadata", "is_step_retry", "latest_recorded_output", "step_run_code_location"]
 
 
 def step_run_code_location(context: Any) -> str | None:
@@ -59,3 +59,17 @@ def latest_recorded_output(context: Any, partition_key: str | None) -> tuple[str
     if store is None or path is None:
         return None
     return str(getattr(store, "value", store)), str(getattr(path, "value", path))
+
+
+def add_partition_metadata(context: Any, partition_key: str, metadata: dict[str, Any]) -> bool:
+    """Attach ``metadata`` to one partition's materialization of a ranged output; ``False`` if it cannot.
+
+    ``OutputContext.add_output_metadata`` applies to every partition of the range.
+    The step context's partition-scoped asset metadata (what ``AssetExecutionContext.
+    add_asset_metadata(partition_key=...)`` writes) is merged over it per partition.
+    """
+    try:
+        context.step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=partition_key)
+    except Exception:
+        return False
+    return True

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import (
     ConfigurableIOManager,
     DagsterInvariantViolationError,
     InitResourceContext,
     InputContext,
-    MetadataValue,
-    MultiPartitionsDefinition,
     OutputContext,
-    TableColumn,
-    TableSchema,
 )
 from pydantic import Field, PrivateAttr
 
@@ -27,9 +21,11 @@ from remote_store_dagster import _formats as formats
 from remote_store_dagster import _layout as layout
 from remote_store_dagster import _loading as loading
 from remote_store_dagster import _progress
-from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError, S3RefusedError, s3_refusal_error
+from remote_store_dagster import _publishing as publishing
+from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError
 from remote_store_dagster._provenance import Provenance
 from remote_store_dagster._storage import Storage, storage_for
+from remote_store_dagster._targets import Target, asset_targets, op_target, partition_dims
 from remote_store_dagster.resources import RemoteStoreResource
 
 __all__ = ["RemoteStoreIOManager"]
@@ -40,14 +36,10 @@ _log = logging.getLogger(__name__)
 PARTITION_COLUMN_KEY = "partition_column"
 COLUMNS_KEY = "columns"
 ALLOW_MISSING_PARTITIONS_KEY = "allow_missing_partitions"
+PARQUET_KEY = "parquet"
 
-
-@dataclass(frozen=True)
-class _Target:
-    """One place an output lives, with a human label for errors and logs."""
-
-    location: layout.OutputLocation
-    label: str
+ParquetCodec = Literal["snappy", "zstd", "gzip", "brotli", "lz4", "none"]
+MemoryPoolName = Literal["auto", "default", "system", "jemalloc", "mimalloc"]
 
 
 class RemoteStoreIOManager(ConfigurableIOManager):
@@ -57,7 +49,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
     written by PyArrow straight into the store, one row group at a time;
     ``bytes`` and binary files are stored raw; anything else is pickled unless
     ``allow_pickle`` is off. A failed write never replaces the previous
-    materialization (see ``_publish``). Partitioned assets use Hive folders
+    materialization (``Storage.publish``). Partitioned assets use Hive folders
     (``<dim>=<key>``), so the asset folder reads as one dataset elsewhere.
     """
 
@@ -70,13 +62,21 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         "{'partition_column': ...}. Multi-partitions use their dimension names.",
     )
     allow_pickle: bool = Field(default=True, description="Pickle objects that are not tables or bytes.")
-    compression: str = Field(default="snappy", description="Parquet compression codec.")
+    compression: ParquetCodec = Field(default="snappy", description="Parquet compression codec.")
+    compression_level: int | None = Field(
+        default=None, description="Codec level (zstd, gzip, brotli); default: the codec's own."
+    )
+    row_group_rows: int = Field(
+        default=formats.ROW_GROUP_ROWS,
+        description="Rows per Parquet row group at most (a row group is also cut at 64 MiB of Arrow data).",
+    )
+    use_dictionary: bool = Field(default=True, description="Dictionary-encode Parquet columns.")
     code_location: str | None = Field(
         default=None,
         description="Code location recorded in each object's provenance (the cleanup sensor decides with it); "
         "default: the run's code location, detected in deployments and dagster dev.",
     )
-    load_memory_pool: str = Field(
+    load_memory_pool: MemoryPoolName = Field(
         default="auto",
         description="Arrow memory pool loaded tables are decoded into: auto, default, system, jemalloc or "
         "mimalloc. auto is Arrow's default pool unless that is mimalloc by pyarrow's own default (no "
@@ -91,10 +91,11 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         self._data_path = None
         self._validated_prefix()
         self._load_pool()
+        self._parquet_options(None)
         # Pay imports and S3 client setup (~0.8 s a process) here, not in the first output.
         # Only an optimisation: a bad store surfaces, with its clear error, at first use.
         try:
-            self.data_path.storage.warm_up()
+            self.storage.warm_up()
         except Exception as exc:
             self._data_path = None
             if context.log is not None:
@@ -112,6 +113,25 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         except ValueError as exc:
             raise RemoteStoreConfigError(f"load_memory_pool: {exc}") from None
 
+    def _parquet_options(self, definition_metadata: Mapping[str, Any] | None) -> formats.ParquetOptions:
+        """The IO manager's writer options, with an asset's ``{"parquet": {...}}`` definition metadata over them."""
+        options = formats.ParquetOptions(
+            self.compression, self.compression_level, self.row_group_rows, self.use_dictionary
+        )
+        try:
+            options.check()
+        except ValueError as exc:
+            raise RemoteStoreConfigError(str(exc)) from None
+        overrides = (definition_metadata or {}).get(PARQUET_KEY)
+        if overrides is None:
+            return options
+        try:
+            if not isinstance(overrides, Mapping):
+                raise ValueError(f"must be a dict of writer options, got {type(overrides).__name__}")
+            return options.replace(overrides)
+        except ValueError as exc:
+            raise RemoteStoreConfigError(f"definition metadata {PARQUET_KEY!r}: {exc}") from None
+
     @property
     def data_path(self) -> loading.DataPath:
         if self._data_path is None:
@@ -123,50 +143,22 @@ class RemoteStoreIOManager(ConfigurableIOManager):
     def storage(self) -> Storage:
         return self.data_path.storage
 
-    # ------------------------------------------------------------------ paths
-
-    def _partition_column(self, definition_metadata: Mapping[str, Any] | None) -> str:
-        column = (definition_metadata or {}).get(PARTITION_COLUMN_KEY, self.partition_column)
-        return str(column)
-
-    def _partition_dims(self, partitions_def: Any, key: str, column: str) -> dict[str, str]:
-        if isinstance(partitions_def, MultiPartitionsDefinition):
-            multi_key = partitions_def.get_partition_key_from_str(key)
-            by_dim = multi_key.keys_by_dimension
-            return {dim: by_dim[dim] for dim in partitions_def.partition_dimension_names}
-        return {column: key}
-
-    def _asset_targets(
-        self,
-        asset_path: Sequence[str],
-        partitions_def: Any,
-        keys: Sequence[str] | None,
-        column: str,
-    ) -> dict[str, _Target]:
-        prefix = self._validated_prefix()
-        asset_label = "/".join(asset_path)
-        if keys is None:
-            return {"": _Target(layout.asset_location(prefix, asset_path), f"asset {asset_label}")}
-        targets = {}
-        for key in keys:
-            try:
-                location = layout.partition_location(
-                    prefix, asset_path, self._partition_dims(partitions_def, key, column)
-                )
-            except ValueError as exc:
-                raise RemoteStoreIOError(f"asset {asset_label} partition {key!r}: {exc}") from None
-            targets[key] = _Target(location, f"asset {asset_label} partition {key!r}")
-        return targets
-
-    def _op_target(self, identifier: Sequence[str]) -> _Target:
-        run_id, step_key, *rest = identifier
-        name = "/".join(rest)
-        location = layout.run_location(self._validated_prefix(), run_id, step_key, name)
-        return _Target(location, f"output {name!r} of step {step_key!r} (run {run_id})")
-
     def uri(self, path: str) -> str:
         """A URI other engines understand for a store-relative path."""
         return self.storage.uri(path)
+
+    # ------------------------------------------------------------------ paths
+
+    def _partition_column(self, definition_metadata: Mapping[str, Any] | None) -> str:
+        return str((definition_metadata or {}).get(PARTITION_COLUMN_KEY, self.partition_column))
+
+    def _asset_targets(
+        self, asset_path: Sequence[str], partitions_def: Any, keys: Sequence[str] | None, column: str
+    ) -> dict[str, Target]:
+        return asset_targets(self._validated_prefix(), asset_path, partitions_def, keys, column)
+
+    def _op_target(self, identifier: Sequence[str]) -> Target:
+        return op_target(self._validated_prefix(), identifier)
 
     # ------------------------------------------------------------------ output
 
@@ -176,143 +168,50 @@ class RemoteStoreIOManager(ConfigurableIOManager):
             return
         if not context.has_asset_key:
             target = self._op_target(context.get_identifier())
-            self._write_and_report(context, {"": target}, {"": obj}, partitioned=False)
+            self._write(context, {"": target}, {"": obj})
             return
         asset_path = context.asset_key.path
         column = self._partition_column(context.definition_metadata)
         if not context.has_asset_partitions:
-            targets = self._asset_targets(asset_path, None, None, column)
-            self._write_and_report(context, targets, {"": obj}, partitioned=False)
+            self._write(context, self._asset_targets(asset_path, None, None, column), {"": obj})
             return
         keys = list(context.asset_partition_keys)
-        targets = self._asset_targets(asset_path, context.asset_partitions_def, keys, column)
-        values = {keys[0]: obj} if len(keys) == 1 else self._split_range(context, obj, keys, column)
-        folder = layout.asset_folder(self._validated_prefix(), asset_path)
-        self._write_and_report(context, targets, values, partitioned=True, range_folder=folder)
-
-    def _split_range(self, context: OutputContext, obj: Any, keys: list[str], column: str) -> dict[str, Any]:
-        """One value per partition for a run over a partition range (single-run backfill)."""
-        asset = context.asset_key.to_user_string()
-        span = f"{len(keys)} partitions {keys[0]!r}..{keys[-1]!r}"
-        if isinstance(obj, Mapping):
-            missing = [k for k in keys if k not in obj]
-            extra = [k for k in obj if k not in set(keys)]
-            if missing or extra:
-                raise RemoteStoreIOError(
-                    f"asset {asset}: run over {span} returned a dict whose keys do not match the partitions "
-                    f"(missing: {missing[:5]}, unexpected: {extra[:5]})"
-                )
-            return {k: obj[k] for k in keys}
-        if formats.is_table_like(obj) or formats.is_batch_iterator(obj):
-            schema, batches = formats.to_batches(obj)
-            table = pa.Table.from_batches(list(batches), schema)
-            dims = self._partition_dims(context.asset_partitions_def, keys[0], column)
-            missing_cols = [d for d in dims if d not in table.column_names]
-            if missing_cols:
-                raise RemoteStoreIOError(
-                    f"asset {asset}: run over {span} returned a table without partition column(s) "
-                    f"{missing_cols}; add them, or return a dict {{partition_key: value}}"
-                )
-            result = {}
-            as_text = {d: pc.cast(table[d], pa.string()) for d in dims}
-            for key in keys:
-                wanted = self._partition_dims(context.asset_partitions_def, key, column)
-                mask = None
-                for dim, value in wanted.items():
-                    cond = pc.equal(as_text[dim], value)
-                    mask = cond if mask is None else pc.and_(mask, cond)
-                result[key] = table.filter(mask).drop_columns(list(dims))
-            return result
-        raise RemoteStoreIOError(
-            f"asset {asset}: run over {span} returned a {type(obj).__name__}; return a dict "
-            f"{{partition_key: value}} or a table with the partition column {column!r}"
-        )
-
-    def _write_and_report(
-        self,
-        context: OutputContext,
-        targets: Mapping[str, _Target],
-        values: Mapping[str, Any],
-        *,
-        partitioned: bool,
-        range_folder: str = "",
-    ) -> None:
-        """Write every target, then one metadata entry (a range write reports its asset folder)."""
-        total_rows: int | None = 0
-        total_bytes = 0
-        schema: pa.Schema | None = None
-        paths: list[str] = []
-        for key, target in targets.items():
-            stats, path = self._write_one(context, target, values[key], key if partitioned else None)
-            total_bytes += stats.stored_bytes
-            if stats.row_count is None or total_rows is None:
-                total_rows = None
-            else:
-                total_rows += stats.row_count
-            schema = stats.schema or schema
-            paths.append(path)
-        where = paths[0] if len(paths) == 1 else range_folder
-        metadata: dict[str, Any] = {
-            "dagster/uri": MetadataValue.path(self.uri(where)),
-            "remote_store/store": self.store,
-            "remote_store/path": where,
-            "stored_bytes": MetadataValue.int(total_bytes),
-        }
-        if schema is not None and total_rows is not None:
-            row_key = "dagster/partition_row_count" if partitioned else "dagster/row_count"
-            metadata[row_key] = MetadataValue.int(total_rows)
-            metadata["dagster/column_schema"] = TableSchema(
-                columns=[TableColumn(name=f.name, type=str(f.type)) for f in schema]
+        partitions_def = context.asset_partitions_def
+        targets = self._asset_targets(asset_path, partitions_def, keys, column)
+        if len(keys) == 1:
+            values = {keys[0]: obj}
+        else:
+            asset = context.asset_key.to_user_string()
+            values = publishing.split_range(
+                asset, obj, keys, lambda key: partition_dims(partitions_def, key, column), column
             )
-        if len(paths) > 1:
-            metadata["remote_store/partitions_written"] = MetadataValue.int(len(paths))
-        context.add_output_metadata(metadata)
+        self._write(context, targets, values, range_folder=layout.asset_folder(self._validated_prefix(), asset_path))
 
-    def _write_one(
-        self, context: OutputContext, target: _Target, obj: Any, partition_key: str | None = None
-    ) -> tuple[formats.WriteStats, str]:
-        try:
-            fmt = formats.output_format(obj, allow_pickle=self.allow_pickle)
-        except formats.UnsupportedOutput as exc:
-            raise RemoteStoreIOError(f"{target.label}: cannot store output: {exc}") from None
-        path = target.location.data_path(fmt)
-        storage = self.storage
-        uri = self.uri(path)
-        context.log.debug(f"writing {target.label} as {fmt} to {uri}")
-        progress = _progress.Progress(
-            context.log.info, "wrote", target.label, uri, interval=_progress.PROGRESS_INTERVAL_SECONDS
+    def _write(
+        self, context: OutputContext, targets: Mapping[str, Target], values: Mapping[str, Any], range_folder: str = ""
+    ) -> None:
+        settings = publishing.WriteSettings(
+            self._parquet_options(context.definition_metadata), self.allow_pickle, self._validated_prefix()
         )
-        try:
-            with storage.publish(
-                path,
-                staging_prefix=self._validated_prefix(),
-                provenance=self._provenance(context, partition_key),
-                on_write=progress.update,
-            ) as out:
-                if fmt == "parquet":
-                    stats = formats.write_parquet(out, obj, compression=self.compression)
-                elif fmt == "raw":
-                    stats = formats.write_raw(out, obj)
-                else:
-                    stats = formats.write_pickle(out, obj)
-        except formats.UnsupportedOutput as exc:
-            raise RemoteStoreIOError(f"{target.label}: cannot store output: {exc}") from None
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise RemoteStoreIOError(f"{target.label}: cannot write Parquet: {exc}") from exc
-        except S3RefusedError as exc:
-            raise RemoteStoreIOError(f"{target.label}: {exc}") from exc
-        progress.rows = stats.row_count
-        progress.done(stats.stored_bytes)
-        if self._other_format_can_exist(context, partition_key, path):
-            stale = [p for p in target.location.candidates() if p != path]
-            try:
-                storage.delete_quietly(stale)
-            except Exception as exc:
-                refusal = s3_refusal_error(exc, "DeleteObjects", uri)
-                if refusal is not None:
-                    raise RemoteStoreIOError(f"{target.label}: {refusal}") from exc
-                raise
-        return stats, path
+        written = []
+        for key, target in targets.items():
+            context.log.debug(f"writing {target.label}")
+
+            def other_format_can_exist(path: str, target: Target = target) -> bool:
+                return self._other_format_can_exist(context, target, path)
+
+            written.append(
+                publishing.write_one(
+                    self.storage,
+                    target,
+                    values[key],
+                    settings,
+                    provenance=self._provenance(context, target.partition),
+                    log=context.log.info,
+                    other_format_can_exist=other_format_can_exist,
+                )
+            )
+        publishing.add_output_metadata(context, self.store, written, self.uri(range_folder))
 
     def _provenance(self, context: OutputContext, partition_key: str | None) -> Provenance:
         """What the cleanup sensor needs to know about who wrote this output (op outputs: run and location)."""
@@ -326,7 +225,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
             partition_key=partition_key,
         )
 
-    def _other_format_can_exist(self, context: OutputContext, partition_key: str | None, path: str) -> bool:
+    def _other_format_can_exist(self, context: OutputContext, target: Target, path: str) -> bool:
         """Whether the folder may hold this output in another format (then its siblings are deleted).
 
         The format follows the output's type, and every write deletes the other formats
@@ -339,7 +238,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         """
         if not context.has_asset_key:
             return dagster_context.is_step_retry(context)
-        return dagster_context.latest_recorded_output(context, partition_key) != (self.store, path)
+        return dagster_context.latest_recorded_output(context, target.partition) != (self.store, path)
 
     # ------------------------------------------------------------------ input
 
@@ -373,7 +272,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         return self._load_many(context, folder, targets, request, columns, allow_missing)
 
     def _load_one(
-        self, context: InputContext, target: _Target, request: loading.Request, columns: list[str] | None
+        self, context: InputContext, target: Target, request: loading.Request, columns: list[str] | None
     ) -> Any:
         route = request.route
         dp = self.data_path
@@ -410,7 +309,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         self,
         context: InputContext,
         folder: str,
-        targets: Mapping[str, _Target],
+        targets: Mapping[str, Target],
         request: loading.Request,
         columns: list[str] | None,
         allow_missing: bool,

@@ -190,7 +190,7 @@ def _memwrite(config: dict[str, Any]) -> int:
     seconds = time.perf_counter() - start
     peak = peak_rss_mb()
     metadata = result.asset_materializations_for_node(ASSET)[0].metadata
-    stored = int(metadata["stored_bytes"].value)
+    stored = int(metadata["remote_store/stored_bytes"].value)
     rows = int(metadata["dagster/row_count"].value)
     print(
         json.dumps(

@@ -108,7 +108,7 @@ def test_materialize_from_the_asset_page(dev_server: DevServer, page: Page) -> N
     expect(page.get_by_text("dagster/row_count")).to_be_visible()
     expect(page.get_by_text(str(rows), exact=True)).to_be_visible()
     expect(page.get_by_text("dagster/column_schema")).to_be_visible()
-    expect(page.get_by_text("stored_bytes")).to_be_visible()
+    expect(page.get_by_text("remote_store/stored_bytes")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "browser-events_stream-materialized.png"), full_page=True)
 
     # The column schema opens as a table.

@@ -92,13 +92,13 @@ def test_materialize_partition_through_graphql(dev_server: DevServer) -> None:
         "temperature_c",
         "humidity_pct",
     ]
-    assert meta["stored_bytes"] > 0
+    assert meta["remote_store/stored_bytes"] > 0
 
     # The URI is real: the Parquet object is on the embedded S3 server, readable by anyone.
     fs = _embedded_fs(dev_server)
     table = pads.dataset(_bucket_path(uri), filesystem=fs).to_table()
     assert table.num_rows == 2880
-    assert fs.get_file_info(_bucket_path(uri)).size == meta["stored_bytes"]
+    assert fs.get_file_info(_bucket_path(uri)).size == meta["remote_store/stored_bytes"]
 
     (stats,) = dev_server.materializations("readings_daily_stats", partition=DAY)
     assert stats["metadata"]["dagster/partition_row_count"] == 10
@@ -162,7 +162,7 @@ def test_materialize_streaming_chain_through_graphql(dev_server: DevServer) -> N
     assert by_kind["columns_read"] == ["ts", "kind", "amount"]
     assert [name for name, _ in by_kind["dagster/column_schema"]] == ["kind", "hour", "events", "amount_total"]
     assert report["dagster/uri"].endswith("/report_csv/data.bin")
-    assert digest["bytes_read"] == report["stored_bytes"]
+    assert digest["bytes_read"] == report["remote_store/stored_bytes"]
     assert digest["chunks_read"] > 1
 
 

@@ -211,7 +211,7 @@ def test_every_asset_materializes(example_env: dict[str, Any]) -> None:
     assert by_kind["batches_read"] >= 1
     assert by_kind["columns_read"] == REPORT_COLUMNS
     assert report["dagster/uri"].endswith(f"/{root}/report_csv/data.bin")
-    assert digest_meta["chunks_read"] == -(-report["stored_bytes"] // 65_536) > 1
+    assert digest_meta["chunks_read"] == -(-report["remote_store/stored_bytes"] // 65_536) > 1
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"report_csv_has_header": True, "events_by_kind_is_consistent": True}
 
