@@ -18,6 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from remote_store_dagster import _signing
+
 #: Rows per Parquet row group, and the in-memory batch size that triggers one.
 ROW_GROUP_ROWS = 1024 * 1024
 ROW_GROUP_BYTES = 64 * 1024 * 1024
@@ -205,8 +207,14 @@ def write_raw(out: pa.NativeFile, obj: Any) -> WriteStats:
     return WriteStats("raw", out.tell())
 
 
-def write_pickle(out: pa.NativeFile, obj: Any) -> WriteStats:
-    pickle.dump(obj, out, protocol=pickle.HIGHEST_PROTOCOL)
+def write_pickle(out: pa.NativeFile, obj: Any, signing_key: str | None = None) -> WriteStats:
+    """Pickle ``obj`` into ``out``; signed (``_signing``) when a key is given."""
+    if signing_key is None:
+        pickle.dump(obj, out, protocol=pickle.HIGHEST_PROTOCOL)
+    else:
+        payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(_signing.sign(payload, signing_key))
+        out.write(payload)
     return WriteStats("pickle", out.tell())
 
 

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from remote_store_dagster import _formats as formats
 from remote_store_dagster import _layout as layout
+from remote_store_dagster import _signing
 
 if TYPE_CHECKING:
     from remote_store_dagster._progress import Progress
@@ -47,6 +48,8 @@ class DataPath:
     storage: Storage
     #: ``None``: Arrow's default pool; see ``memory_pool_for``.
     memory_pool: pa.MemoryPool | None = None
+    #: Pickles must carry a valid signature under this key (``_signing``); ``None``: not checked.
+    pickle_signing_key: str | None = None
 
     @property
     def filesystem(self) -> pafs.FileSystem:
@@ -439,10 +442,12 @@ def read_one(
         raise TypeError(f"raw bytes cannot be loaded as {type_name(route.target)}; annotate bytes or BinaryIO")
     if stored.fmt == "pickle":
         if _is_small(stored):
-            value = pickle.loads(read_whole(dp, stored))  # one GET, no read-ahead buffer
+            data = read_whole(dp, stored).to_pybytes()  # one GET, no read-ahead buffer
         else:
             with fs.open_input_stream(native, buffer_size=formats.READ_BUFFER_BYTES) as stream:
-                value = pickle.load(stream)
+                data = stream.read()
+        # Verified before a single byte is unpickled (unpickling runs code).
+        value = pickle.loads(_signing.unwrap(data, dp.pickle_signing_key))
         target = route.target
         if route.kind == "object" and isinstance(target, type) and not isinstance(value, target):
             raise TypeError(f"the stored object is a {type(value).__name__}, not {type_name(target)}")
@@ -614,7 +619,14 @@ class Many:
         stored = self.stored[target.key]
         try:
             value = read_one(self.dp, stored, route, self.columns)
-        except (OSError, pa.ArrowException, TypeError, pickle.UnpicklingError, EOFError) as exc:
+        except (
+            OSError,
+            pa.ArrowException,
+            TypeError,
+            pickle.UnpicklingError,
+            EOFError,
+            _signing.SignatureError,
+        ) as exc:
             raise LoadError(f"{target.label}: cannot load {stored.path}: {exc}") from exc
         rows = value.num_rows if isinstance(value, pa.Table) else None
         with self._lock:

@@ -24,6 +24,7 @@ from remote_store_dagster import _progress
 from remote_store_dagster import _publishing as publishing
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError
 from remote_store_dagster._provenance import Provenance
+from remote_store_dagster._signing import SignatureError
 from remote_store_dagster._storage import Storage, storage_for
 from remote_store_dagster._targets import Target, asset_targets, op_target, partition_dims
 from remote_store_dagster.resources import RemoteStoreResource
@@ -62,6 +63,11 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         "{'partition_column': ...}. Multi-partitions use their dimension names.",
     )
     allow_pickle: bool = Field(default=True, description="Pickle objects that are not tables or bytes.")
+    pickle_signing_key: str | None = Field(
+        default=None,
+        description="Secret (use EnvVar) to sign pickles with HMAC-SHA256; loads then refuse pickles whose "
+        "signature is missing or wrong. Unsigned pickles run the code of whoever can write to the bucket.",
+    )
     compression: ParquetCodec = Field(default="snappy", description="Parquet compression codec.")
     compression_level: int | None = Field(
         default=None, description="Codec level (zstd, gzip, brotli); default: the codec's own."
@@ -136,7 +142,9 @@ class RemoteStoreIOManager(ConfigurableIOManager):
     def data_path(self) -> loading.DataPath:
         if self._data_path is None:
             storage = storage_for(self.remote_store.get_store(self.store))
-            self._data_path = loading.DataPath(storage, memory_pool=self._load_pool())
+            self._data_path = loading.DataPath(
+                storage, memory_pool=self._load_pool(), pickle_signing_key=self.pickle_signing_key
+            )
         return self._data_path
 
     @property
@@ -191,7 +199,10 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         self, context: OutputContext, targets: Mapping[str, Target], values: Mapping[str, Any], range_folder: str = ""
     ) -> None:
         settings = publishing.WriteSettings(
-            self._parquet_options(context.definition_metadata), self.allow_pickle, self._validated_prefix()
+            self._parquet_options(context.definition_metadata),
+            self.allow_pickle,
+            self._validated_prefix(),
+            self.pickle_signing_key,
         )
         written = []
         for key, target in targets.items():
@@ -210,6 +221,12 @@ class RemoteStoreIOManager(ConfigurableIOManager):
                     log=context.log.info,
                     other_format_can_exist=other_format_can_exist,
                 )
+            )
+        if self.pickle_signing_key is None and any(w.stats.fmt == "pickle" for w in written):
+            context.log.warning(
+                f"{written[0].target.label}: stored as an unsigned pickle; anyone who can write to the bucket can "
+                "make steps that load it run their code. Set pickle_signing_key (an EnvVar) to sign pickles, or "
+                "allow_pickle=False to store only tables and bytes."
             )
         publishing.add_output_metadata(context, self.store, written, self.uri(range_folder))
 
@@ -302,7 +319,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
             )
         try:
             return loading.read_one(dp, found, route, columns, progress)
-        except (pa.ArrowInvalid, KeyError, TypeError) as exc:
+        except (pa.ArrowInvalid, KeyError, TypeError, SignatureError) as exc:
             raise RemoteStoreIOError(f"{target.label}: cannot load {self.uri(found.path)}: {exc}") from exc
 
     def _load_many(

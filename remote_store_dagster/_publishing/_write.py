@@ -30,6 +30,8 @@ class WriteSettings:
     allow_pickle: bool
     #: Folder below which staged writes live (the IO manager's prefix).
     staging_prefix: str
+    #: HMAC key pickles are signed with (``_signing``); ``None``: unsigned.
+    pickle_signing_key: str | None = None
 
 
 def write_one(
@@ -77,7 +79,7 @@ def _encode(out: pa.NativeFile, obj: Any, fmt: str, settings: WriteSettings) -> 
         return formats.write_parquet(out, obj, settings.parquet)
     if fmt == "raw":
         return formats.write_raw(out, obj)
-    return formats.write_pickle(out, obj)
+    return formats.write_pickle(out, obj, settings.pickle_signing_key)
 
 
 def _delete_other_formats(storage: Storage, target: Target, path: str, uri: str) -> None:
