@@ -141,6 +141,8 @@ class ParquetOptions:
     #: Rows per row group at most; a row group is also cut at ``ROW_GROUP_BYTES`` of Arrow data.
     row_group_rows: int = ROW_GROUP_ROWS
     use_dictionary: bool = True
+    #: CRC32 of every data page, verified on load: a flipped byte fails the load instead of decoding.
+    page_checksums: bool = True
 
     def replace(self, overrides: Mapping[str, Any]) -> ParquetOptions:
         """These options with ``overrides`` (definition metadata ``{"parquet": {...}}``); raises ``ValueError``."""
@@ -162,8 +164,9 @@ class ParquetOptions:
             raise ValueError(f"compression_level must be an int or None, got {self.compression_level!r}")
         if isinstance(self.row_group_rows, bool) or not isinstance(self.row_group_rows, int) or self.row_group_rows < 1:
             raise ValueError(f"row_group_rows must be an int >= 1, got {self.row_group_rows!r}")
-        if not isinstance(self.use_dictionary, bool):
-            raise ValueError(f"use_dictionary must be true or false, got {self.use_dictionary!r}")
+        for name in ("use_dictionary", "page_checksums"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
 
 def write_parquet(out: pa.NativeFile, obj: Any, options: ParquetOptions) -> WriteStats:
@@ -176,7 +179,11 @@ def write_parquet(out: pa.NativeFile, obj: Any, options: ParquetOptions) -> Writ
     schema, batches = to_batches(obj)
     rows = 0
     max_rows = options.row_group_rows
-    writer_options: dict[str, Any] = {"compression": options.compression, "use_dictionary": options.use_dictionary}
+    writer_options: dict[str, Any] = {
+        "compression": options.compression,
+        "use_dictionary": options.use_dictionary,
+        "write_page_checksum": options.page_checksums,
+    }
     if options.compression_level is not None:
         writer_options["compression_level"] = options.compression_level
     with pq.ParquetWriter(out, schema, **writer_options) as writer:

@@ -77,6 +77,9 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         description="Rows per Parquet row group at most (a row group is also cut at 64 MiB of Arrow data).",
     )
     use_dictionary: bool = Field(default=True, description="Dictionary-encode Parquet columns.")
+    page_checksums: bool = Field(
+        default=True, description="Write a CRC32 per Parquet page; loads verify them, so corruption fails loudly."
+    )
     code_location: str | None = Field(
         default=None,
         description="Code location recorded in each object's provenance (the cleanup sensor decides with it); "
@@ -122,7 +125,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
     def _parquet_options(self, definition_metadata: Mapping[str, Any] | None) -> formats.ParquetOptions:
         """The IO manager's writer options, with an asset's ``{"parquet": {...}}`` definition metadata over them."""
         options = formats.ParquetOptions(
-            self.compression, self.compression_level, self.row_group_rows, self.use_dictionary
+            self.compression, self.compression_level, self.row_group_rows, self.use_dictionary, self.page_checksums
         )
         try:
             options.check()
@@ -208,8 +211,8 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         for key, target in targets.items():
             context.log.debug(f"writing {target.label}")
 
-            def other_format_can_exist(path: str, target: Target = target) -> bool:
-                return self._other_format_can_exist(context, target, path)
+            def other_formats(path: str, target: Target = target) -> publishing.OtherFormats:
+                return self._other_formats(context, target, path)
 
             written.append(
                 publishing.write_one(
@@ -219,7 +222,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
                     settings,
                     provenance=self._provenance(context, target.partition),
                     log=context.log.info,
-                    other_format_can_exist=other_format_can_exist,
+                    other_formats=other_formats,
                 )
             )
         if self.pickle_signing_key is None and any(w.stats.fmt == "pickle" for w in written):
@@ -242,20 +245,23 @@ class RemoteStoreIOManager(ConfigurableIOManager):
             partition_key=partition_key,
         )
 
-    def _other_format_can_exist(self, context: OutputContext, target: Target, path: str) -> bool:
+    def _other_formats(self, context: OutputContext, target: Target, path: str) -> publishing.OtherFormats:
         """Whether the folder may hold this output in another format (then its siblings are deleted).
 
         The format follows the output's type, and every write deletes the other formats
         when the format may have changed. So another format can exist only if the last
         write stored another one: for an asset (partition) we ask the Dagster instance
         for its latest materialization's ``remote_store/store`` and ``remote_store/path``
-        (one indexed query); the same store and path means nothing else is there. No
-        record (first write, wiped, instance unreachable) or another path: delete. An op
-        output's folder is new per run, so only a step retry can find anything in it.
+        (one indexed query). An op output's folder is new per run, so only a step retry
+        can find anything in it.
         """
         if not context.has_asset_key:
-            return dagster_context.is_step_retry(context)
-        return dagster_context.latest_recorded_output(context, target.partition) != (self.store, path)
+            retry = dagster_context.is_step_retry(context)
+            return publishing.OtherFormats.RECORDED if retry else publishing.OtherFormats.ABSENT
+        recorded = dagster_context.latest_recorded_output(context, target.partition)
+        if recorded is None:
+            return publishing.OtherFormats.UNRECORDED
+        return publishing.OtherFormats.ABSENT if recorded == (self.store, path) else publishing.OtherFormats.RECORDED
 
     # ------------------------------------------------------------------ input
 

@@ -18,6 +18,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable
@@ -81,6 +82,13 @@ class FaultProxy:
     rule: Rule = pass_all
     counts: Counter[str] = field(default_factory=Counter)
     actions: list[tuple[str, str]] = field(default_factory=list)
+    #: Requests that asked for ``Expect: 100-continue``, by operation.
+    expect_continue: Counter[str] = field(default_factory=Counter)
+    #: Requests forwarded and not yet answered, and the most there were at once, by operation.
+    in_flight: Counter[str] = field(default_factory=Counter)
+    peak_in_flight: Counter[str] = field(default_factory=Counter)
+    #: (operation, "sent" | "answered", time.monotonic()) of every forwarded request.
+    timeline: list[tuple[str, str, float]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: socket.socket | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -142,6 +150,12 @@ class FaultProxy:
             self.actions.append((request.operation, action))
         return action
 
+    def _track(self, operation: str, what: str) -> None:
+        with self._lock:
+            self.timeline.append((operation, what, time.monotonic()))
+            self.in_flight[operation] += 1 if what == "sent" else -1
+            self.peak_in_flight[operation] = max(self.peak_in_flight[operation], self.in_flight[operation])
+
     def _serve(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None
         client_in = client.makefile("rb")
@@ -154,6 +168,8 @@ class FaultProxy:
                 method, target, _version = request_line.split(" ", 2)
                 request = Request(method, target, headers)
                 if headers.get("expect", "").lower() == "100-continue":
+                    with self._lock:
+                        self.expect_continue[request.operation] += 1
                     client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                     raw_headers = [h for h in raw_headers if not h.lower().startswith(b"expect:")]
                 body = _read_body(client_in, headers)
@@ -167,10 +183,14 @@ class FaultProxy:
                 if upstream is None:
                     upstream = socket.create_connection((self.upstream_host, self.upstream_port))
                     upstream_in = upstream.makefile("rb")
-                upstream.sendall(
-                    request_line.encode() + b"\r\n" + b"".join(h + b"\r\n" for h in raw_headers) + b"\r\n" + body
-                )
-                response = _read_response(upstream_in, method)
+                self._track(request.operation, "sent")
+                try:
+                    upstream.sendall(
+                        request_line.encode() + b"\r\n" + b"".join(h + b"\r\n" for h in raw_headers) + b"\r\n" + body
+                    )
+                    response = _read_response(upstream_in, method)
+                finally:
+                    self._track(request.operation, "answered")
                 if action == RESET_AFTER:
                     _reset(client)
                     return

@@ -121,7 +121,10 @@ def test_output_just_above_the_small_threshold_is_one_part(
     body = os.urandom(LARGE)
     proxy.counts.clear()
     write_body(resource, "mid/data.bin", body)
-    assert dict(proxy.counts) == {"CreateMultipartUpload": 1, "UploadPart": 1, "CompleteMultipartUpload": 1}
+    from remote_store_dagster._storage import _s3_upload as up
+
+    parts = -(-LARGE // up.PART_BYTES)
+    assert dict(proxy.counts) == {"CreateMultipartUpload": 1, "UploadPart": parts, "CompleteMultipartUpload": 1}
     assert resource.get_store("lake").read_bytes("mid/data.bin") == body
 
 
@@ -338,9 +341,9 @@ def test_denied_stale_delete_names_the_permission(proxied: tuple[fp.FaultProxy, 
 def test_part_sizes_reach_s3s_object_limit_within_10000_parts() -> None:
     from remote_store_dagster._storage import _s3_upload as up
 
-    assert up.part_size(1) == up.part_size(1000) == 16 * MiB
-    assert up.part_size(1001) == 32 * MiB
-    assert up.part_size(10_000) == 5 * 1024 * MiB  # capped at S3's part limit
+    assert up.part_size(1) == up.part_size(1000) == up.PART_BYTES
+    assert up.part_size(1001) == 2 * up.PART_BYTES
+    assert up.part_size(10_000) == min(512 * up.PART_BYTES, 5 * 1024 * MiB)  # at most S3's part limit
     assert all(up.part_size(n) >= 5 * MiB for n in range(1, up.MAX_PARTS + 1))
     assert sum(up.part_size(n) for n in range(1, up.MAX_PARTS + 1)) >= 5 * 1024**4  # S3's 5 TiB object limit
 
@@ -348,7 +351,7 @@ def test_part_sizes_reach_s3s_object_limit_within_10000_parts() -> None:
 def test_buffered_parts_are_bounded_when_the_server_is_slower_than_the_producer(
     proxied: tuple[fp.FaultProxy, RemoteStoreResource],
 ) -> None:
-    """Back-pressure: the producer waits while PARTS_IN_FLIGHT parts upload, so Python holds ~3 parts, not all."""
+    """Back-pressure: the producer waits while PARTS_IN_FLIGHT parts upload, so Python holds a few parts, not all."""
     import tracemalloc
 
     from remote_store_dagster import _remote_store_adapter as adapter
@@ -366,7 +369,7 @@ def test_buffered_parts_are_bounded_when_the_server_is_slower_than_the_producer(
                 time.sleep(0.3)
             return real.call_s3(method, **kwargs)
 
-    total = 24 * up.PART_BYTES
+    total = 32 * up.PART_BYTES
     chunk = os.urandom(MiB)
     tracemalloc.start()
     try:
@@ -378,9 +381,9 @@ def test_buffered_parts_are_bounded_when_the_server_is_slower_than_the_producer(
     finally:
         tracemalloc.stop()
     assert len(store.read_bytes("slow.bin")) == total
-    # Two parts uploading + one filling, plus transient copies in the request pipeline (measured
-    # ~127 MiB traced peak; without back-pressure every one of the 24 parts is alive at once).
-    assert peak <= 10 * up.PART_BYTES, peak / MiB
+    # PARTS_IN_FLIGHT parts uploading + one filling, each with a transient copy in the request pipeline
+    # (measured ~98 MiB traced peak for 4 x 8 MiB; without back-pressure all 32 parts are alive at once).
+    assert peak <= 3 * (up.PARTS_IN_FLIGHT + 1) * up.PART_BYTES < total, peak / MiB
 
 
 # --------------------------------------------------------------------------- failures the producer must see at once
@@ -522,3 +525,53 @@ def test_a_failed_write_leaves_the_previous_provenance(
     else:
         found = Provenance.from_json(store.read_bytes(sidecar_path(path)))
     assert found == first
+
+
+# --------------------------------------------------------------------------- round trips on a slow link
+
+
+def _slow(operations: set[str], seconds: float) -> fp.Rule:
+    """A link where each request of ``operations`` takes ``seconds`` longer (a far server)."""
+
+    def rule(request: fp.Request, count: int) -> str:
+        if request.operation in operations:
+            time.sleep(seconds)
+        return fp.PASS
+
+    return rule
+
+
+def test_uploads_keep_several_parts_in_flight_without_expect_continue(
+    proxied: tuple[fp.FaultProxy, RemoteStoreResource],
+) -> None:
+    """On a far server throughput comes from parts in flight, and no part waits a round trip for ``100 Continue``."""
+    from remote_store_dagster._storage import _s3_upload as up
+
+    proxy, resource = proxied
+    proxy.rule = _slow({"UploadPart"}, 0.3)
+    body = os.urandom(10 * up.PART_BYTES)
+    write_body(resource, "far/data.bin", body)
+    assert resource.get_store("lake").read_bytes("far/data.bin") == body
+    assert proxy.counts["UploadPart"] == 10
+    assert proxy.peak_in_flight["UploadPart"] >= 4, proxy.peak_in_flight
+    write_body(resource, "far/small.bin", b"x" * 1000)
+    assert proxy.counts["PUT"] == 1  # the PutObject of the small one
+    assert proxy.expect_continue["UploadPart"] == 0 and proxy.expect_continue["PUT"] == 0, proxy.expect_continue
+
+
+def test_a_first_write_deletes_other_formats_while_it_uploads(
+    proxied: tuple[fp.FaultProxy, RemoteStoreResource],
+) -> None:
+    """No materialization on record: the quiet ``DeleteObjects`` of other formats is off the upload's critical path."""
+    proxy, resource = proxied
+    proxy.rule = _slow({"PUT"}, 0.5)  # PutObject
+
+    @asset
+    def first() -> bytes:
+        return b"first write"
+
+    io_manager = RemoteStoreIOManager(remote_store=resource, store="lake", prefix="warehouse")
+    assert materialize([first], resources={"io_manager": io_manager}).success
+    events = [(op, what) for op, what, _ in proxy.timeline if op in ("PUT", "DeleteObjects")]
+    # The delete was sent before the (slow) PutObject was answered.
+    assert events.index(("DeleteObjects", "sent")) < events.index(("PUT", "answered")), events

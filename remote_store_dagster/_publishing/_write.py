@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import enum
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
     from remote_store_dagster._storage import Storage
     from remote_store_dagster._targets import Target
 
-__all__ = ["WriteSettings", "write_one"]
+__all__ = ["OtherFormats", "WriteSettings", "write_one"]
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,12 @@ def write_one(
     *,
     provenance: Provenance,
     log: Callable[[str], None],
-    other_format_can_exist: Callable[[str], bool],
+    other_formats: Callable[[str], OtherFormats],
 ) -> Written:
     """Publish ``obj`` at ``target``; on any failure the previous object stays as it was.
 
-    ``other_format_can_exist(path)`` says whether the folder may still hold this
-    output in another format (then those siblings are deleted after the publish).
+    ``other_formats(path)`` says whether the folder may still hold this output in
+    another format, and whether that is a recorded materialization (see ``OtherFormats``).
     """
     try:
         fmt = formats.output_format(obj, allow_pickle=settings.allow_pickle)
@@ -56,6 +59,11 @@ def write_one(
     path = target.location.data_path(fmt)
     uri = storage.uri(path)
     progress = _progress.Progress(log, "wrote", target.label, uri, interval=_progress.PROGRESS_INTERVAL_SECONDS)
+    other = other_formats(path)
+    # Nothing on record to protect: the quiet delete runs alongside the upload, off its critical path.
+    alongside = None
+    if other is OtherFormats.UNRECORDED:
+        alongside = _in_background(_delete_other_formats, storage, target, path, uri)
     try:
         with storage.publish(
             path, staging_prefix=settings.staging_prefix, provenance=provenance, on_write=progress.update
@@ -69,9 +77,39 @@ def write_one(
         raise RemoteStoreIOError(f"{target.label}: {exc}") from exc
     progress.rows = stats.row_count
     progress.done(stats.stored_bytes)
-    if other_format_can_exist(path):
+    if alongside is not None:
+        alongside.result()
+    elif other is OtherFormats.RECORDED:
         _delete_other_formats(storage, target, path, uri)
     return Written(target, path, uri, stats)
+
+
+class OtherFormats(enum.Enum):
+    """What else an output's folder may hold, which decides when its other formats are deleted."""
+
+    #: The last write stored this very path: nothing else is there, nothing to delete.
+    ABSENT = "absent"
+    #: No materialization on record (first write, wiped): nothing a reader relies on, so the
+    #: other formats are deleted while the new object uploads.
+    UNRECORDED = "unrecorded"
+    #: The recorded materialization is another format: deleted only once the new one is published,
+    #: so a failed write leaves it readable.
+    RECORDED = "recorded"
+
+
+def _in_background(function: Callable[..., None], *args: Any) -> Future[None]:
+    future: Future[None] = Future()
+
+    def run() -> None:
+        try:
+            function(*args)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+
+    threading.Thread(target=run, name="rsd-stale-delete", daemon=True).start()
+    return future
 
 
 def _encode(out: pa.NativeFile, obj: Any, fmt: str, settings: WriteSettings) -> formats.WriteStats:

@@ -95,7 +95,9 @@ class S3PyArrowStorage:
     ) -> Iterator[pa.NativeFile]:
         metadata = provenance.to_metadata() if provenance is not None else {}
         control = self.control
-        upload = _s3_upload.S3Upload(control.fs, self.bucket, control.key(path), metadata, on_write=on_write)
+        upload = _s3_upload.S3Upload(
+            control.upload_client(), self.bucket, control.key(path), metadata, on_write=on_write
+        )
         with _s3_upload.guarded(upload):
             yield pa.PythonFile(upload, mode="w")
 
