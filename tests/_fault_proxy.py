@@ -31,6 +31,8 @@ ACCESS_DENIED = "403"  # what S3 answers an IAM policy that lacks the operation'
 NOT_IMPLEMENTED = "501"  # what a server without the operation (s3rver: ListMultipartUploads) answers
 RESET = "reset"  # RST before the request reaches the server
 RESET_AFTER = "reset_after"  # forwarded; RST instead of the server's answer
+CORRUPT = "corrupt"  # forwarded with one byte of the body flipped (a fault in transit)
+NO_CHECKSUMS = "400"  # what a server that does not take x-amz-checksum-* parameters answers
 
 Rule = Callable[["Request", int], str]
 
@@ -177,12 +179,15 @@ class FaultProxy:
                 if action == RESET:
                     _reset(client)
                     return
-                if action in (ERROR_500, ERROR_503, ACCESS_DENIED, NOT_IMPLEMENTED):
+                if action in (ERROR_500, ERROR_503, ACCESS_DENIED, NOT_IMPLEMENTED, NO_CHECKSUMS):
                     client.sendall(_error_response(int(action)))
                     continue
                 if upstream is None:
                     upstream = socket.create_connection((self.upstream_host, self.upstream_port))
                     upstream_in = upstream.makefile("rb")
+                if action == CORRUPT and body:
+                    middle = len(body) // 2
+                    body = body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1 :]
                 self._track(request.operation, "sent")
                 try:
                     upstream.sendall(
@@ -279,13 +284,22 @@ def _read_response(stream: object, method: str) -> bytes:
 _MESSAGES = {  # AWS's own texts, so clients and our error mapping see what a real denial looks like
     403: "Access Denied",
     501: "A parameter you provided implies functionality that is not implemented",
+    400: "Checksum algorithm CRC32C is not supported by this server",
 }
 
 
 def _error_response(status: int) -> bytes:
-    reasons = {500: "Internal Server Error", 503: "Service Unavailable", 403: "Forbidden", 501: "Not Implemented"}
+    reasons = {
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+        403: "Forbidden",
+        501: "Not Implemented",
+        400: "Bad Request",
+    }
     reason = reasons[status]
-    code = {500: "InternalError", 503: "SlowDown", 403: "AccessDenied", 501: "NotImplemented"}[status]
+    code = {500: "InternalError", 503: "SlowDown", 403: "AccessDenied", 501: "NotImplemented", 400: "InvalidRequest"}[
+        status
+    ]
     body = (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
         f"<Message>{_MESSAGES.get(status, 'injected by the test proxy')}</Message><RequestId>fault</RequestId></Error>"

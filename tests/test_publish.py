@@ -104,11 +104,13 @@ def test_large_output_is_create_parts_complete_without_listing_uploads(
     proxied: tuple[fp.FaultProxy, RemoteStoreResource], seaweedfs_server: SeaweedFSServer
 ) -> None:
     proxy, resource = proxied
-    body = os.urandom(40 * MiB)  # three parts: 16 + 16 + 8 MiB
+    from remote_store_dagster._storage import _s3_upload as up
+
+    body = os.urandom(5 * up.PART_BYTES - MiB)  # five parts, the last one short
     provenance = Provenance(run_id="r-2", asset_key="big")
     proxy.counts.clear()
     write_body(resource, "big/data.bin", body, provenance=provenance)
-    assert dict(proxy.counts) == {"CreateMultipartUpload": 1, "UploadPart": 3, "CompleteMultipartUpload": 1}
+    assert dict(proxy.counts) == {"CreateMultipartUpload": 1, "UploadPart": 5, "CompleteMultipartUpload": 1}
     assert resource.get_store("lake").read_bytes("big/data.bin") == body
     metadata = head_metadata(seaweedfs_server.client(), resource, "big/data.bin")
     assert Provenance.from_metadata(metadata) == provenance
@@ -575,3 +577,64 @@ def test_a_first_write_deletes_other_formats_while_it_uploads(
     events = [(op, what) for op, what, _ in proxy.timeline if op in ("PUT", "DeleteObjects")]
     # The delete was sent before the (slow) PutObject was answered.
     assert events.index(("DeleteObjects", "sent")) < events.index(("PUT", "answered")), events
+
+
+# --------------------------------------------------------------------------- integrity in transit
+
+
+def test_a_byte_flipped_in_transit_never_reaches_the_object(
+    proxied: tuple[fp.FaultProxy, RemoteStoreResource],
+) -> None:
+    """Each PutObject/UploadPart carries a CRC32C; the server refuses a body that does not match, the client resends."""
+    from remote_store_dagster._storage import _s3_upload as up
+
+    proxy, resource = proxied
+    proxy.rule = lambda request, count: (
+        fp.CORRUPT if request.operation in ("UploadPart", "PUT") and count == 1 else fp.PASS
+    )
+    body = os.urandom(3 * up.PART_BYTES)
+    write_body(resource, "transit/big.bin", body)
+    small = os.urandom(100_000)
+    write_body(resource, "transit/small.bin", small)
+    store = resource.get_store("lake")
+    assert store.read_bytes("transit/big.bin") == body
+    assert store.read_bytes("transit/small.bin") == small
+    assert ("UploadPart", fp.CORRUPT) in proxy.injected() and ("PUT", fp.CORRUPT) in proxy.injected()
+    assert proxy.counts["UploadPart"] == 4 and proxy.counts["PUT"] == 2  # one resend each
+
+
+def test_a_link_that_keeps_corrupting_fails_the_write_and_keeps_the_previous_object(
+    proxied: tuple[fp.FaultProxy, RemoteStoreResource],
+) -> None:
+    proxy, resource = proxied
+    write_body(resource, "transit/data.bin", b"previous")
+    proxy.rule = lambda request, count: fp.CORRUPT if request.operation == "PUT" else fp.PASS
+    with pytest.raises(Exception, match=r"BadDigest|checksum|Content-Md5"):
+        write_body(resource, "transit/data.bin", b"x" * 1000)
+    assert resource.get_store("lake").read_bytes("transit/data.bin") == b"previous"
+
+
+def test_a_server_that_refuses_checksum_parameters_gets_uploads_without_them(
+    proxied: tuple[fp.FaultProxy, RemoteStoreResource],
+) -> None:
+    from remote_store_dagster._storage import _s3_upload as up
+
+    proxy, resource = proxied
+    up._CHECKSUMS_REJECTED.clear()
+
+    def rule(request: fp.Request, count: int) -> str:
+        carries = any(h.startswith("x-amz-checksum") or h == "x-amz-sdk-checksum-algorithm" for h in request.headers)
+        return fp.NO_CHECKSUMS if carries else fp.PASS
+
+    proxy.rule = rule
+    try:
+        body = os.urandom(2 * up.PART_BYTES)
+        write_body(resource, "old-server/data.bin", body)
+        write_body(resource, "old-server/small.bin", b"small")
+        store = resource.get_store("lake")
+        assert store.read_bytes("old-server/data.bin") == body
+        assert store.read_bytes("old-server/small.bin") == b"small"
+        refused = [operation for operation, action in proxy.injected() if action == fp.NO_CHECKSUMS]
+        assert refused == ["CreateMultipartUpload"]  # learnt once; nothing after it carries checksums
+    finally:
+        up._CHECKSUMS_REJECTED.clear()

@@ -431,7 +431,7 @@ def both(*rules: fp.Rule) -> fp.Rule:
     return rule
 
 
-NEW_BYTES = 40 * MiB  # three 16 MiB parts (the last one smaller)
+NEW_BYTES = 40 * MiB  # five 8 MiB parts
 
 # name -> (rule, expected outcome: "ok", "fail" or "either", operations whose fault must have been injected)
 SCENARIOS: dict[str, tuple[fp.Rule, str, set[str]]] = {

@@ -52,6 +52,41 @@ PARTS_IN_FLIGHT = 4
 ABORT_ATTEMPTS = 2
 
 
+#: Endpoints that refused checksum parameters (this process sends them no more).
+_CHECKSUMS_REJECTED: set[str] = set()
+_CHECKSUM_REFUSALS = {"InvalidRequest", "InvalidArgument", "NotImplemented", "XAmzContentChecksumMismatch"}
+
+
+def _checksums_accepted(endpoint: str) -> bool:
+    return endpoint not in _CHECKSUMS_REJECTED
+
+
+def _crc32c(body: io.BytesIO) -> str:
+    """S3's ``x-amz-checksum-crc32c`` of a part's bytes (awscrt reads the buffer in place, at memory speed)."""
+    import base64
+
+    from awscrt import checksums
+
+    with body.getbuffer() as view:
+        value = checksums.crc32c(view)
+    return base64.b64encode(value.to_bytes(4, "big")).decode()
+
+
+def _rejects_checksums(exc: BaseException | None) -> bool:
+    """The server refused a request because of its checksum parameters (not because the bytes differed).
+
+    s3fs raises ``OSError`` from botocore's ``ClientError``: the S3 error code is on the cause.
+    """
+    while exc is not None:
+        response = getattr(exc, "response", None)
+        error = response.get("Error", {}) if isinstance(response, dict) else {}
+        code, message = str(error.get("Code") or ""), str(error.get("Message") or "")
+        if code in _CHECKSUM_REFUSALS and "checksum" in message.lower():
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def part_size(part_number: int) -> int:
     """Size of part ``part_number`` (1-based): 16 MiB, doubling every 1000 parts, at most 5 GiB."""
     return int(min(PART_BYTES * 2 ** ((part_number - 1) // PARTS_PER_SIZE_STEP), MAX_PART_BYTES))
@@ -81,10 +116,12 @@ class S3Upload(io.RawIOBase):
         self._key = key
         self._metadata = dict(metadata)
         self._on_write = on_write
+        # Which server the checksum support learnt below applies to.
+        self._endpoint = str(getattr(s3, "endpoint_url", None) or "aws") + "/" + bucket
         self._buffer = io.BytesIO()
         self._written = 0
         self._upload_id: str | None = None
-        self._parts: list[tuple[int, Future[str]]] = []
+        self._parts: list[tuple[int, Future[dict[str, str]]]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._slots = threading.BoundedSemaphore(PARTS_IN_FLIGHT)
         self._failure: BaseException | None = None
@@ -125,12 +162,12 @@ class S3Upload(io.RawIOBase):
         self._finished = True
         if self._upload_id is None and self._buffer.tell() <= SMALL_OBJECT_BYTES:
             self._buffer.seek(0)
-            self._call("PutObject", "put_object", Body=self._buffer, Metadata=self._metadata)
+            self._checked("PutObject", "put_object", self._buffer, Metadata=self._metadata)
             self._buffer = io.BytesIO()
             return
         if self._buffer.tell() or not self._parts:
             self._send_buffer()
-        parts = [{"PartNumber": number, "ETag": future.result()} for number, future in self._parts]
+        parts = [{"PartNumber": number, **future.result()} for number, future in self._parts]
         self._shutdown_pool()
         self._call(
             "CompleteMultipartUpload",
@@ -170,6 +207,33 @@ class S3Upload(io.RawIOBase):
 
     # --------------------------------------------------------------- internals
 
+    def _checked(self, operation: str, method: str, body: io.BytesIO | None = None, **kwargs: Any) -> Any:
+        """``_call`` with a CRC32C of ``body`` (or, to create an upload, the algorithm) where the server takes it.
+
+        The server recomputes the checksum of what it received and refuses a mismatch
+        (``BadDigest``), so a byte changed in transit never becomes part of the object.
+        A server that rejects checksum parameters is remembered, and the request is sent
+        again without them.
+        """
+        extra: dict[str, Any] = {}
+        if _checksums_accepted(self._endpoint):
+            if body is not None:
+                extra["ChecksumCRC32C"] = _crc32c(body)
+            elif operation == "CreateMultipartUpload":
+                extra["ChecksumAlgorithm"] = "CRC32C"
+        if body is not None:
+            kwargs["Body"] = body
+        try:
+            return self._call(operation, method, **kwargs, **extra)
+        except Exception as exc:
+            if not extra or not _rejects_checksums(exc):
+                raise
+        _CHECKSUMS_REJECTED.add(self._endpoint)
+        log.warning("%s rejects S3 checksum parameters; uploads there go without them", self._endpoint)
+        if body is not None:
+            body.seek(0)
+        return self._call(operation, method, **kwargs)
+
     def _call(self, operation: str, method: str, **kwargs: Any) -> Any:
         try:
             return self._s3.call_s3(method, Bucket=self._bucket, Key=self._key, **kwargs)
@@ -182,7 +246,7 @@ class S3Upload(io.RawIOBase):
     def _send_buffer(self) -> None:
         """Hand the buffered bytes to an uploader thread as one part (blocks while the pool is full)."""
         if self._upload_id is None:
-            response = self._call("CreateMultipartUpload", "create_multipart_upload", Metadata=self._metadata)
+            response = self._checked("CreateMultipartUpload", "create_multipart_upload", Metadata=self._metadata)
             self._upload_id = str(response["UploadId"])
             self._pool = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="rsd-upload")
         if self._buffer.tell() > MAX_PART_BYTES:  # one huge write: split, every part stays >= 2.5 GiB
@@ -212,12 +276,16 @@ class S3Upload(io.RawIOBase):
         future.add_done_callback(self._part_done)
         self._parts.append((number, future))
 
-    def _upload_part(self, number: int, body: io.BytesIO) -> str:
+    def _upload_part(self, number: int, body: io.BytesIO) -> dict[str, str]:
+        """Send one part; what CompleteMultipartUpload must list of it (ETag, checksum if sent)."""
         body.seek(0)
-        response = self._call("UploadPart", "upload_part", UploadId=self._upload_id, PartNumber=number, Body=body)
-        return str(response["ETag"])
+        response = self._checked("UploadPart", "upload_part", body, UploadId=self._upload_id, PartNumber=number)
+        done = {"ETag": str(response["ETag"])}
+        if response.get("ChecksumCRC32C"):
+            done["ChecksumCRC32C"] = str(response["ChecksumCRC32C"])
+        return done
 
-    def _part_done(self, future: Future[str]) -> None:
+    def _part_done(self, future: Future[dict[str, str]]) -> None:
         if not future.cancelled() and future.exception() is not None and self._failure is None:
             self._failure = future.exception()
         self._slots.release()
