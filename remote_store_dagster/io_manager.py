@@ -27,7 +27,7 @@ from remote_store_dagster._provenance import Provenance
 from remote_store_dagster._signing import SignatureError
 from remote_store_dagster._storage import Storage, storage_for
 from remote_store_dagster._targets import Target, asset_targets, op_target, partition_dims
-from remote_store_dagster.resources import RemoteStoreResource
+from remote_store_dagster.resources import StoreResource
 
 __all__ = ["RemoteStoreIOManager"]
 
@@ -54,8 +54,12 @@ class RemoteStoreIOManager(ConfigurableIOManager):
     (``<dim>=<key>``), so the asset folder reads as one dataset elsewhere.
     """
 
-    remote_store: RemoteStoreResource = Field(description="The registry the store comes from.")
-    store: str = Field(description="Name of the store (a key of remote_store.stores).")
+    remote_store: StoreResource = Field(
+        description="Where the store comes from: a RemoteStoreResource (a registry) or an S3PyArrowResource."
+    )
+    store: str = Field(
+        default="", description="Name of the store (a key of remote_store.stores); unused with an S3PyArrowResource."
+    )
     prefix: str = Field(default="", description="Folder under the store root for everything written here.")
     partition_column: str = Field(
         default=layout.DEFAULT_PARTITION_COLUMN,
@@ -144,7 +148,7 @@ class RemoteStoreIOManager(ConfigurableIOManager):
     @property
     def data_path(self) -> loading.DataPath:
         if self._data_path is None:
-            storage = storage_for(self.remote_store.get_store(self.store))
+            storage = storage_for(self.remote_store.store_for(self.store))
             self._data_path = loading.DataPath(
                 storage, memory_pool=self._load_pool(), pickle_signing_key=self.pickle_signing_key
             )

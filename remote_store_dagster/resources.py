@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
     import s3fs
 
-__all__ = ["BackendSpec", "RemoteStoreResource", "RetrySpec", "S3PyArrowResource", "StoreSpec"]
+__all__ = ["BackendSpec", "RemoteStoreResource", "RetrySpec", "S3PyArrowResource", "StoreResource", "StoreSpec"]
 
 #: Option names whose values are credentials: never shown in repr, logs or errors.
 SENSITIVE_OPTIONS = frozenset(
@@ -208,7 +208,23 @@ def _coerce_specs(field: str, value: Any, spec_cls: type[Config]) -> Any:
     return specs
 
 
-class RemoteStoreResource(ConfigurableResource):  # type: ignore[type-arg]
+class StoreResource(ConfigurableResource):  # type: ignore[type-arg]
+    """What the IO manager and the cleanup sensor need of a resource: a ``Store`` by profile name.
+
+    ``RemoteStoreResource`` (a registry of named stores) and ``S3PyArrowResource``
+    (one bucket, one store) both are one, so either plugs in wherever a store is needed.
+    """
+
+    def store_for(self, name: str) -> Store:
+        """The store called ``name`` (a resource with one store may ignore the name)."""
+        raise NotImplementedError
+
+    def describe_store(self, name: str) -> str:
+        """How messages refer to that store."""
+        return f"store {name!r}"
+
+
+class RemoteStoreResource(StoreResource):
     """A remote-store ``Registry`` as a Dagster resource.
 
     The registry (and every backend in it) is built once per process when
@@ -267,6 +283,13 @@ class RemoteStoreResource(ConfigurableResource):  # type: ignore[type-arg]
             )
         return self.registry.get_store(name)
 
+    def store_for(self, name: str) -> Store:
+        if not name:
+            raise RemoteStoreConfigError(
+                f"store: name one of the RemoteStoreResource's stores ({', '.join(sorted(self.stores)) or 'none'})"
+            )
+        return self.get_store(name)
+
     def close(self) -> None:
         """Close the registry if one was built outside Dagster's lifecycle."""
         if self._registry is not None:
@@ -274,7 +297,7 @@ class RemoteStoreResource(ConfigurableResource):  # type: ignore[type-arg]
             self._registry = None
 
 
-class S3PyArrowResource(ConfigurableResource):  # type: ignore[type-arg]
+class S3PyArrowResource(StoreResource):
     """One S3 bucket (and root path) on remote-store's hybrid S3-PyArrow backend.
 
     PyArrow's C++ S3 filesystem carries the data; s3fs carries listing and
@@ -344,6 +367,13 @@ class S3PyArrowResource(ConfigurableResource):  # type: ignore[type-arg]
         if self._registry is not None:
             self._registry.close()
             self._registry = None
+
+    def store_for(self, name: str) -> Store:
+        """Its one store, whatever ``name`` says: the bucket and root path are the store."""
+        return self.get_store()
+
+    def describe_store(self, name: str) -> str:
+        return f"bucket {self.bucket!r}"
 
     def get_store(self) -> Store:
         """The store (built on first use outside a Dagster run)."""

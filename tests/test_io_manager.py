@@ -1014,3 +1014,39 @@ def test_parquet_is_no_larger_than_pyarrows_own_defaults(io_manager: RemoteStore
     reference = io.BytesIO()
     pq.write_table(table, reference)
     assert ours <= reference.tell() * 1.02, (ours, reference.tell())
+
+
+def test_an_s3_pyarrow_resource_plugs_into_the_io_manager(seaweedfs_server: Any, unique_root: str) -> None:
+    from remote_store_dagster import S3PyArrowResource
+
+    s3 = S3PyArrowResource(
+        bucket=BUCKET,
+        key=seaweedfs_server.access_key,
+        secret=seaweedfs_server.secret_key,
+        endpoint_url=seaweedfs_server.endpoint_url,
+        root_path=unique_root,
+    )
+    io_manager = RemoteStoreIOManager(remote_store=s3, prefix="warehouse")
+
+    @asset
+    def table() -> pa.Table:
+        return TABLE
+
+    @asset
+    def rows(table: pa.Table) -> int:
+        return table.num_rows
+
+    result = materialize([table, rows], resources={"io_manager": io_manager})
+    assert result.output_for_node("rows") == 3
+    assert s3.get_store().exists("warehouse/table/data.parquet")
+
+
+def test_a_registry_without_a_store_name_fails_naming_the_field(remote_store: RemoteStoreResource) -> None:
+    @asset
+    def table() -> pa.Table:
+        return TABLE
+
+    io_manager = RemoteStoreIOManager(remote_store=remote_store)
+    result = materialize([table], resources={"io_manager": io_manager}, raise_on_error=False)
+    assert not result.success
+    assert "store: name one of the RemoteStoreResource's stores (lake)" in failure_text(result)
