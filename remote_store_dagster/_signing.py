@@ -44,6 +44,6 @@ def unwrap(data: bytes, key: str | None) -> bytes:
     expected = hmac.new(key.encode(), payload, hashlib.sha256).digest()
     if not hmac.compare_digest(digest, expected):
         raise SignatureError(
-            "the stored pickle's signature does not match pickle_signing_key (tampered or another key)"
+            "the stored pickle's signature does not match pickle_signing_key (tampered, or signed with another key)"
         )
     return payload
