@@ -1,4 +1,4 @@
-"""Fault injection for the atomic publish protocol (issue 3, capability 2).
+"""Fault injection for the atomic publish protocol: a failed write never tears an object.
 
 Every test first materializes a small *previous* version of asset ``events``,
 then breaks a bigger write of a new version in one way:
@@ -150,7 +150,7 @@ def staging_bytes(resource: RemoteStoreResource) -> int:
 
 
 def previous_table() -> pa.Table:
-    return workers.table(seed=1, total_bytes=256 * 1024)
+    return workers.table(rng_state=1, total_bytes=256 * 1024)
 
 
 class Previous:
@@ -199,7 +199,7 @@ def test_producer_raises_after_parts_uploaded(
     def produce() -> pa.RecordBatchReader:
         def gen() -> Iterator[pa.RecordBatch]:
             produced = 0
-            for batch in workers.batches(seed=2, total_bytes=10**12):
+            for batch in workers.batches(rng_state=2, total_bytes=10**12):
                 yield batch
                 produced += batch.nbytes
                 # write_parquet flushes a 64 MiB row group; ~90 MB in, >= 60 MiB of it is on the server.
@@ -235,8 +235,8 @@ def test_producer_raises_after_parts_uploaded(
         assert staging_bytes(remote_store) == 0, "staging leftover of a failed write"
 
     # And the next good write publishes normally.
-    write_version(remote_store, lambda: workers.table(seed=3, total_bytes=1 * MiB))
-    assert load_version(remote_store).equals(workers.table(seed=3, total_bytes=1 * MiB))
+    write_version(remote_store, lambda: workers.table(rng_state=3, total_bytes=1 * MiB))
+    assert load_version(remote_store).equals(workers.table(rng_state=3, total_bytes=1 * MiB))
 
 
 # --------------------------------------------------------------------------- subprocess writer
@@ -249,7 +249,7 @@ class Writer:
         config = {
             "backend": backend,
             "root": root,
-            "seed": 5,
+            "rng_state": 5,
             "total_bytes": total_bytes,
             "wait_on_failure": wait_on_failure,
         }
@@ -495,13 +495,13 @@ def test_server_errors_and_resets(
     )
     client = s3_client(seaweedfs_server)  # straight to the server: what the world sees
     previous = Previous(resource, client)
-    new_table = workers.table(seed=4, total_bytes=NEW_BYTES)
+    new_table = workers.table(rng_state=4, total_bytes=NEW_BYTES)
 
     proxy.rule = rule
     proxy.counts.clear()
     result = write_version(
         resource,
-        lambda: pa.RecordBatchReader.from_batches(workers.SCHEMA, workers.batches(seed=4, total_bytes=NEW_BYTES)),
+        lambda: pa.RecordBatchReader.from_batches(workers.SCHEMA, workers.batches(rng_state=4, total_bytes=NEW_BYTES)),
         raise_on_error=False,
     )
     injected = proxy.injected()
