@@ -12,7 +12,6 @@ that case needs.
 """
 
 import json
-import os
 import resource
 import sys
 import time
