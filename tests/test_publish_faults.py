@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import _fault_proxy as fp
 import _workers as workers
+import botocore.exceptions
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
@@ -323,6 +324,27 @@ def two_parts_uploaded(client: Any, resource: RemoteStoreResource) -> Callable[[
     return check
 
 
+def serves_reads(server: S3Server, resource: RemoteStoreResource) -> Callable[[], bool]:
+    """The server answers a GET of the previous object with anything but a 5xx or a connection error.
+
+    A restarted SeaweedFS accepts connections before it serves objects (its first GETs can answer
+    500 InternalError). A 404 counts as serving: then the checks after the wait report the missing
+    object themselves.
+    """
+    client = server.client(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10)
+
+    def check() -> bool:
+        try:
+            client.get_object(Bucket=BUCKET, Key=s3_key(resource))["Body"].read()
+        except botocore.exceptions.ClientError as exc:
+            return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)) < 500
+        except botocore.exceptions.BotoCoreError:
+            return False
+        return True
+
+    return check
+
+
 # --------------------------------------------------------------------------- (b) writer SIGKILLed
 
 
@@ -388,9 +410,11 @@ def test_server_killed_mid_upload(own_seaweedfs: SeaweedFSServer, unique_root: s
         # The writer must notice and fail, not hang.
         failed = writer.wait_for_line("FAILED", timeout=180)
         fail_seconds = time.monotonic() - killed_at
-        # Bring the server back on the same data while the failed writer is still alive,
-        # then let the writer exit normally (its S3 streams are destroyed at exit).
+        # Bring the server back on the same data while the failed writer is still alive, wait until
+        # it serves reads again (bounded), then let the writer exit normally (its S3 streams are
+        # destroyed at exit, against a server that answers).
         server.restart()
+        wait_until(serves_reads(server, resource), 30, "the restarted server to serve reads")
         assert writer.finish() == 1
     finally:
         writer.kill()
