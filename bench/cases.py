@@ -12,7 +12,6 @@ that case needs.
 """
 
 import json
-import os
 import resource
 import sys
 import time
@@ -94,12 +93,12 @@ def load_table(cfg: dict[str, Any]) -> Any:
         return pa.ipc.open_file(f).read_all()
 
 
-def make_table(rows: int, seed: int = 0) -> Any:
+def make_table(rows: int, rng_state: int = 0) -> Any:
     """4 incompressible 8-byte columns: 32 bytes/row, Parquet size ~ Arrow size."""
     import numpy as np
     import pyarrow as pa
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(rng_state)
     return pa.table(
         {
             "a": pa.array(rng.integers(0, 2**62, rows, dtype=np.int64)),
@@ -121,7 +120,7 @@ def stream_batches(total_bytes: int) -> tuple[Any, Iterator[Any], int]:
     """
     # Independent batches, not slices of one table: pickling a slice writes its parent's
     # whole buffers, which would inflate the pickle peer 8x.
-    pool = [make_table(STREAM_BATCH_ROWS, seed=1 + i).to_batches()[0] for i in range(8)]
+    pool = [make_table(STREAM_BATCH_ROWS, rng_state=1 + i).to_batches()[0] for i in range(8)]
     n = max(1, total_bytes // (STREAM_BATCH_ROWS * 32))
 
     def gen() -> Iterator[Any]:
@@ -940,7 +939,7 @@ def _small_parts(cfg: dict[str, Any]) -> tuple[Any, list[str], Any]:
     import dagster as dg
 
     keys = [f"p{i:04d}" for i in range(cfg["partitions"])]
-    table = make_table(cfg["small_rows"], seed=3)
+    table = make_table(cfg["small_rows"], rng_state=3)
     return dg.StaticPartitionsDefinition(keys), keys, table
 
 
@@ -1123,7 +1122,7 @@ def _pt_prep(cfg: dict[str, Any]) -> dict[str, Any]:
     pdef, keys = _daily(cfg)
     iom = our_io_manager(cfg)
     our_store(iom)
-    tables = [make_table(cfg["day_rows"], seed=100 + i) for i in range(8)]
+    tables = [make_table(cfg["day_rows"], rng_state=100 + i) for i in range(8)]
     ctxs = [out_ctx(DAILY, partition_key=k, asset_partitions_def=pdef) for k in keys]
 
     def put(i: int) -> None:

@@ -5,7 +5,8 @@ Each scenario runs our layer and its peers in the same run, interleaving the
 repetitions (rep 1 of every case, then rep 2, ...) so that drift from other
 load on the machine spreads over all cases. Results go to
 ``bench/results/<scenario>.json`` and are rendered together into
-``bench/results.md``.
+``bench/results/results.md`` (git-ignored; ``docs/benchmarks.md`` keeps the
+published tables).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS_DIR = HERE / "results"
-RESULTS_MD = HERE / "results.md"
+RESULTS_MD = RESULTS_DIR / "results.md"
 MiB = 1024 * 1024
 BUCKET = "bench"
 
@@ -279,7 +280,7 @@ def sc_cleanup(env: Env) -> dict[str, Any]:
         env.run("cleanup.populate", keys=[f"ours/{k}" for k in leftovers])
         tick_runs.append(env.run("cleanup.sensor-tick", live=n, leftovers=n, timeout=1800))
     # Per-key deletion takes minutes at 10,000 objects: one repetition unless --reps says more.
-    for rep in range(env.reps or 1):
+    for _ in range(env.reps or 1):
         leftovers = [f"_staging/{uuid.uuid4().hex}.data.parquet" for _ in range(n)]
         env.run("cleanup.populate", keys=[f"ours/{k}" for k in leftovers])
         key_runs.append(env.run("cleanup.store-delete-per-key", store_root="ours", paths=leftovers, timeout=1800))
@@ -615,7 +616,7 @@ def main() -> None:
     ap.add_argument("--only", action="append", default=[], help="run only cases whose name contains this (repeatable)")
     ap.add_argument("--list", action="store_true", help="list scenarios and exit")
     ap.add_argument(
-        "--render", action="store_true", help="only re-render bench/results.md from bench/results/*.json"
+        "--render", action="store_true", help="only re-render bench/results/results.md from bench/results/*.json"
     )
     ap.add_argument("--keep-server", action="store_true", help="keep the SeaweedFS data dir (debugging)")
     args = ap.parse_args()

@@ -1,4 +1,4 @@
 """Example Dagster code location for remote-store-dagster (loaded by ``workspace.yaml``).
 
-``./scripts/dev`` runs it in ``dagster dev`` on an embedded S3 server; see ``dev.py``.
+``./scripts/dev`` runs it in ``dagster dev`` on an embedded S3 server (``scripts/_dev.py``).
 """

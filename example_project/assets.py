@@ -11,7 +11,7 @@ Groups:
              from pandas.
 ``events``   a streaming asset of a few hundred MB written batch by batch, a
              downstream asset that streams it back with column projection, a raw
-             ``report.csv`` (bytes) and a 64 KB chunked read of it (as in the seed).
+             ``report.csv`` (bytes) and a reader that consumes it in 64 KB chunks.
 """
 
 import datetime as dt
@@ -54,7 +54,8 @@ SENSORS = [f"sensor-{i:02d}" for i in range(10)]
 TEMPERATURE_RANGE_C = (-40.0, 60.0)
 
 
-def _seed(*parts: str) -> int:
+def _stable_hash(*parts: str) -> int:
+    """The same number for the same parts in every process (unlike ``hash``): reproducible data."""
     return zlib.crc32("/".join(parts).encode())
 
 
@@ -75,7 +76,7 @@ def _seed(*parts: str) -> int:
 )
 def daily_sensor_readings(context: AssetExecutionContext) -> Iterator[Output[pa.Table] | AssetCheckResult]:
     day = dt.datetime.strptime(context.partition_key, "%Y-%m-%d").replace(tzinfo=dt.UTC)
-    rng = np.random.default_rng(_seed("readings", context.partition_key))
+    rng = np.random.default_rng(_stable_hash("readings", context.partition_key))
     steps = 24 * 12
     ts = pa.array(
         np.repeat(
@@ -148,7 +149,7 @@ def regional_sales(context: AssetExecutionContext) -> pd.DataFrame:
     key = context.partition_key
     assert isinstance(key, MultiPartitionKey)
     date, region = key.keys_by_dimension["date"], key.keys_by_dimension["region"]
-    rng = np.random.default_rng(_seed("sales", date, region))
+    rng = np.random.default_rng(_stable_hash("sales", date, region))
     n = 500
     return pd.DataFrame(
         {
@@ -194,7 +195,7 @@ class EventStreamConfig(Config):
 
 
 def _event_batch(index: int, rows: int, total_rows: int) -> pa.RecordBatch:
-    rng = np.random.default_rng(_seed("events", str(index)))
+    rng = np.random.default_rng(_stable_hash("events", str(index)))
     ids = np.arange(index * rows, index * rows + rows, dtype=np.int64)
     step_us = EVENTS_SPAN // dt.timedelta(microseconds=1) / max(total_rows, 1)
     start = np.datetime64(EVENTS_START.replace(tzinfo=None), "us")
@@ -287,9 +288,10 @@ REPORT_HEADER = b'"kind","hour","events","amount_total"'
 @asset(
     group_name="events",
     description=(
-        "**Raw bytes, like the seed's `report.csv`.** Renders `events_by_kind` as CSV and returns "
-        "`bytes`; the IO manager stores bytes as-is (no Parquet, `data.bin`) through the PyArrow "
-        "data path. A few hundred KB, so the chunked reader below sees several 64 KB chunks."
+        "**Raw bytes: a CSV report.** Renders `events_by_kind` as CSV and returns `bytes`; the IO "
+        "manager stores bytes as-is (no Parquet, `data.bin`) through the PyArrow data path, so any "
+        "S3 client can download it as a plain file. A few hundred KB, so the chunked reader below "
+        "sees several 64 KB chunks."
     ),
 )
 def report_csv(events_by_kind: pa.Table) -> bytes:
@@ -301,9 +303,10 @@ def report_csv(events_by_kind: pa.Table) -> bytes:
 @asset(
     group_name="events",
     description=(
-        "**Chunked streaming read (64 KB), as in the seed.** The input is annotated `typing.BinaryIO`: "
-        "the IO manager hands over a reader instead of the whole object, and this asset loops "
-        "`read(65_536)` until EOF, hashing as it goes. Stores a one-row summary table."
+        "**Chunked streaming read (64 KB).** The input is annotated `typing.BinaryIO`: the IO "
+        "manager hands over a reader instead of the whole object, and this asset loops "
+        "`read(65_536)` until EOF, hashing as it goes, so memory stays at one chunk whatever the "
+        "size of `report_csv`. Stores a one-row summary table (SHA-256, bytes, chunks, lines)."
     ),
 )
 def report_csv_digest(context: AssetExecutionContext, report_csv: BinaryIO) -> pa.Table:

@@ -1,6 +1,6 @@
 """The example code location: ``dagster dev -w workspace.yaml`` (or ``./scripts/dev``) loads ``defs``.
 
-Storage comes from the seed's ``RS_S3_*`` variables (``./scripts/dev`` sets them
+Storage comes from the ``RS_S3_*`` environment variables (``./scripts/dev`` sets them
 for its embedded S3 server); see ``example_project/resources.py``.
 """
 

@@ -1,4 +1,4 @@
-"""The example's storage: one ``s3-pyarrow`` backend configured by the seed's ``RS_S3_*`` variables.
+"""The example's storage: one ``s3-pyarrow`` backend configured by the ``RS_S3_*`` environment variables.
 
 Option values are ``${VAR}`` references, resolved when a run starts, so the
 Dagster UI shows the variable names, never the credentials. Options whose

@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -105,7 +105,8 @@ class S3Server:
         raise NotImplementedError
 
     def _env(self) -> dict[str, str]:
-        return dict(os.environ)
+        """The server process's environment: ours plus :meth:`client_env` (its credentials and region)."""
+        return {**os.environ, **self.client_env()}
 
     def _prepare(self) -> None:
         """Hook run before the process starts (ports, data directories)."""
@@ -236,27 +237,45 @@ class MotoServer(S3Server):
         exe = _executable("moto_server")
         return [exe, "-H", "127.0.0.1", "-p", str(self.port)]
 
-    def _env(self) -> dict[str, str]:
-        return {**os.environ, **self.client_env()}
+
+@dataclass
+class _DataDirServer(S3Server):
+    """A server that keeps its objects in ``data_dir`` across restarts.
+
+    Without a ``data_dir`` it gets a fresh temporary folder, which :meth:`cleanup` removes.
+    """
+
+    data_dir: Path | None = None
+    _owns_data_dir: bool = field(default=False, init=False, repr=False)
+    #: Name prefix of the temporary data folder.
+    _data_dir_prefix: ClassVar[str] = "s3server-"
+
+    def _prepare(self) -> None:
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix=self._data_dir_prefix))
+            self._owns_data_dir = True
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def cleanup(self) -> None:
+        """Stop and remove a data directory this object created."""
+        self.stop()
+        if self._owns_data_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 @dataclass
-class SeaweedFSServer(S3Server):
+class SeaweedFSServer(_DataDirServer):
     """``weed mini``: master, volume, filer and S3 gateway in one process.
 
     ``data_dir`` persists objects across restarts; every one of its ~13 ports
     is chosen free so that parallel workers do not collide.
     """
 
-    data_dir: Path | None = None
     _ports: dict[str, int] = field(default_factory=dict, init=False, repr=False)
-    _owns_data_dir: bool = field(default=False, init=False, repr=False)
+    _data_dir_prefix: ClassVar[str] = "seaweedfs-"
 
     def _prepare(self) -> None:
-        if self.data_dir is None:
-            self.data_dir = Path(tempfile.mkdtemp(prefix="seaweedfs-"))
-            self._owns_data_dir = True
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        super()._prepare()
         if not self._ports:
             self._ports = {flag: free_port() for flag in _SEAWEED_PORT_FLAGS}
             if self.port:
@@ -280,18 +299,6 @@ class SeaweedFSServer(S3Server):
             "-admin.ui=false",
             *ports,
         ]
-
-    def _env(self) -> dict[str, str]:
-        return {**os.environ, **self.client_env()}
-
-    def stop(self) -> None:
-        super().stop()
-
-    def cleanup(self) -> None:
-        """Stop and remove a data directory this object created."""
-        self.stop()
-        if self._owns_data_dir and self.data_dir is not None:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 S3RVER_ENV = "RSD_S3RVER"
@@ -317,7 +324,7 @@ def s3rver_script() -> Path | None:
 
 
 @dataclass
-class S3rverServer(S3Server):
+class S3rverServer(_DataDirServer):
     """``s3rver`` (npm, ``node``) with a filesystem data directory.
 
     It knows one access key, ``S3RVER`` (any other is ``InvalidAccessKeyId``), but does not
@@ -331,14 +338,7 @@ class S3rverServer(S3Server):
 
     access_key: str = "S3RVER"
     secret_key: str = "S3RVER"
-    data_dir: Path | None = None
-    _owns_data_dir: bool = field(default=False, init=False, repr=False)
-
-    def _prepare(self) -> None:
-        if self.data_dir is None:
-            self.data_dir = Path(tempfile.mkdtemp(prefix="s3rver-"))
-            self._owns_data_dir = True
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    _data_dir_prefix: ClassVar[str] = "s3rver-"
 
     def _command(self) -> list[str]:
         script = s3rver_script()
@@ -361,9 +361,6 @@ class S3rverServer(S3Server):
             str(self.port),
             "--silent",
         ]
-
-    def _env(self) -> dict[str, str]:
-        return {**os.environ, **self.client_env()}
 
     def create_bucket(self, bucket: str) -> None:
         """Idempotent: s3rver answers ``BucketAlreadyExists`` (not ``...OwnedByYou``) to its own bucket."""
@@ -390,9 +387,3 @@ class S3rverServer(S3Server):
             parts = [p for p in folder.iterdir() if p.name.isdigit()]
             found.append((key, folder.name, len(parts), sum(p.stat().st_size for p in parts)))
         return found
-
-    def cleanup(self) -> None:
-        """Stop and remove a data directory this object created."""
-        self.stop()
-        if self._owns_data_dir and self.data_dir is not None:
-            shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -1,25 +1,28 @@
 # Shared by scripts/dev, scripts/test and scripts/docs: virtual environments with the pinned dependencies.
-# Re-installs only when pyproject.toml or constraints.txt changed since the last install.
+# Re-installs only when pyproject.toml or the constraints file changed since the last install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PYTHON_BIN="${PYTHON:-python3}"
 export NO_MKDOCS_2_WARNING=1
 
-# ensure_venv [VENV_DIR [PYTHON [EXTRAS]]]: .venv from $PYTHON with the test and docs extras by default.
+# ensure_venv [VENV_DIR [PYTHON [EXTRAS [CONSTRAINTS]]]]: .venv from $PYTHON with the test and docs
+# extras, pinned by constraints.txt, by default. constraints-lowest.txt pins the lowest versions
+# pyproject.toml allows (the .venv-lowest smoke run of scripts/test).
 ensure_venv() {
-    local venv="${1:-$VENV}" python="${2:-$PYTHON_BIN}" extras="${3:-test,docs}" stamp want
-    want="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -d' ' -f1) $extras"
+    local venv="${1:-$VENV}" python="${2:-$PYTHON_BIN}" extras="${3:-test,docs}" constraints="${4:-constraints.txt}"
+    local stamp want
+    want="$(cat "$ROOT/pyproject.toml" "$ROOT/$constraints" | sha256sum | cut -d' ' -f1) $extras"
     stamp="$venv/.rsd-installed"
     if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
         return 0
     fi
-    echo ">> creating $venv with pinned dependencies (constraints.txt)" >&2
+    echo ">> creating $venv with pinned dependencies ($constraints)" >&2
     if [[ ! -x "$venv/bin/python" ]]; then
         "$python" -m venv "$venv"
     fi
     "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-    "$venv/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[$extras]" >&2
+    "$venv/bin/python" -m pip install --quiet -c "$ROOT/$constraints" -e "$ROOT[$extras]" >&2
     "$venv/bin/python" -m pip check >&2
     echo "$want" > "$stamp"
 }

@@ -58,9 +58,9 @@ def make_batch(rng: np.random.Generator, start: int, rows: int = ROWS_PER_BATCH)
     )
 
 
-def batches(seed: int, total_bytes: int) -> Iterator[pa.RecordBatch]:
-    """Deterministic batches (per ``seed``) until ``total_bytes`` of row data were produced."""
-    rng = np.random.default_rng(seed)
+def batches(rng_state: int, total_bytes: int) -> Iterator[pa.RecordBatch]:
+    """Deterministic batches (per ``rng_state``) until ``total_bytes`` of row data were produced."""
+    rng = np.random.default_rng(rng_state)
     produced = 0
     start = 0
     while produced < total_bytes:
@@ -70,8 +70,8 @@ def batches(seed: int, total_bytes: int) -> Iterator[pa.RecordBatch]:
         yield batch
 
 
-def table(seed: int, total_bytes: int) -> pa.Table:
-    return pa.Table.from_batches(list(batches(seed, total_bytes)), SCHEMA)
+def table(rng_state: int, total_bytes: int) -> pa.Table:
+    return pa.Table.from_batches(list(batches(rng_state, total_bytes)), SCHEMA)
 
 
 def peak_rss_mb() -> float:
@@ -145,7 +145,7 @@ def _write(config: dict[str, Any]) -> int:
     @asset(name=ASSET)
     def events() -> pa.RecordBatchReader:
         print("STARTED", flush=True)
-        return pa.RecordBatchReader.from_batches(SCHEMA, batches(config["seed"], config["total_bytes"]))
+        return pa.RecordBatchReader.from_batches(SCHEMA, batches(config["rng_state"], config["total_bytes"]))
 
     try:
         materialize([events], resources=_resources(config))
@@ -181,7 +181,7 @@ def _memwrite(config: dict[str, Any]) -> int:
 
     @asset(name=ASSET)
     def events() -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(SCHEMA, batches(config["seed"], config["total_bytes"]))
+        return pa.RecordBatchReader.from_batches(SCHEMA, batches(config["rng_state"], config["total_bytes"]))
 
     resources = _resources(config)
     baseline, reset = measure_from_here()
@@ -281,7 +281,7 @@ def _write_partitions_direct(config: dict[str, Any]) -> None:
 
     iom = _resources(config)["io_manager"]
     dp = storage_for(iom.remote_store.get_store("lake"))
-    rng = np.random.default_rng(config["seed"])
+    rng = np.random.default_rng(config["rng_state"])
     rows = config["partition_bytes"] // (ROWS_PER_BATCH * (PAYLOAD_BYTES + 16)) * ROWS_PER_BATCH
     part = pa.Table.from_batches(
         [make_batch(rng, i * ROWS_PER_BATCH) for i in range(max(1, rows // ROWS_PER_BATCH))], SCHEMA

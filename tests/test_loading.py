@@ -1,4 +1,4 @@
-"""Loading several partitions (issue 9 part 2, issue 11 part 4) on local, moto and SeaweedFS.
+"""Loading several partitions at once (dict, concatenated table, batch stream) on local, moto and SeaweedFS.
 
 Real ``materialize`` runs: an upstream partitioned asset is written partition
 by partition, then a downstream asset reads them all with each annotation.

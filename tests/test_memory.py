@@ -1,4 +1,4 @@
-"""Memory stays bounded for a > 1 GB streaming output, written and loaded (issue 3).
+"""Memory stays bounded for a > 1 GB streaming output, written and loaded.
 
 Each direction runs in a fresh interpreter (``tests/_workers.py``) on the
 session SeaweedFS server. The subprocess first warms up (imports, one tiny
@@ -53,7 +53,7 @@ def test_gigabyte_stream_written_and_loaded_in_bounded_memory(
     config = {
         "backend": {"type": "s3-pyarrow", "options": seaweedfs_server.backend_options(BUCKET)},
         "root": unique_root,
-        "seed": 7,
+        "rng_state": 7,
         "total_bytes": TOTAL_BYTES,
     }
     client = seaweedfs_server.client()
@@ -82,7 +82,7 @@ def test_gigabyte_stream_written_and_loaded_in_bounded_memory(
     assert load["peak_mb"] - load["baseline_mb"] <= RSS_BOUND_MB, load
 
 
-#: 200 partitions x 8 MB loaded as one batch stream (issue 9): peak RSS growth bound.
+#: 200 partitions x 8 MB loaded as one batch stream: peak RSS growth bound.
 PARTITIONS_RSS_BOUND_MB = 150
 
 
@@ -91,7 +91,7 @@ def test_many_partitions_stream_in_bounded_memory(seaweedfs_server: SeaweedFSSer
     config = {
         "backend": {"type": "s3-pyarrow", "options": seaweedfs_server.backend_options(BUCKET)},
         "root": unique_root,
-        "seed": 11,
+        "rng_state": 11,
         "partitions": 200,
         "partition_bytes": 8 * MiB,
     }

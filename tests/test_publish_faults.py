@@ -1,4 +1,4 @@
-"""Fault injection for the atomic publish protocol (issue 3, capability 2).
+"""Fault injection for the atomic publish protocol: a failed write never tears an object.
 
 Every test first materializes a small *previous* version of asset ``events``,
 then breaks a bigger write of a new version in one way:
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import _fault_proxy as fp
 import _workers as workers
+import botocore.exceptions
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
@@ -150,7 +151,7 @@ def staging_bytes(resource: RemoteStoreResource) -> int:
 
 
 def previous_table() -> pa.Table:
-    return workers.table(seed=1, total_bytes=256 * 1024)
+    return workers.table(rng_state=1, total_bytes=256 * 1024)
 
 
 class Previous:
@@ -199,7 +200,7 @@ def test_producer_raises_after_parts_uploaded(
     def produce() -> pa.RecordBatchReader:
         def gen() -> Iterator[pa.RecordBatch]:
             produced = 0
-            for batch in workers.batches(seed=2, total_bytes=10**12):
+            for batch in workers.batches(rng_state=2, total_bytes=10**12):
                 yield batch
                 produced += batch.nbytes
                 # write_parquet flushes a 64 MiB row group; ~90 MB in, >= 60 MiB of it is on the server.
@@ -235,8 +236,8 @@ def test_producer_raises_after_parts_uploaded(
         assert staging_bytes(remote_store) == 0, "staging leftover of a failed write"
 
     # And the next good write publishes normally.
-    write_version(remote_store, lambda: workers.table(seed=3, total_bytes=1 * MiB))
-    assert load_version(remote_store).equals(workers.table(seed=3, total_bytes=1 * MiB))
+    write_version(remote_store, lambda: workers.table(rng_state=3, total_bytes=1 * MiB))
+    assert load_version(remote_store).equals(workers.table(rng_state=3, total_bytes=1 * MiB))
 
 
 # --------------------------------------------------------------------------- subprocess writer
@@ -249,7 +250,7 @@ class Writer:
         config = {
             "backend": backend,
             "root": root,
-            "seed": 5,
+            "rng_state": 5,
             "total_bytes": total_bytes,
             "wait_on_failure": wait_on_failure,
         }
@@ -323,6 +324,27 @@ def two_parts_uploaded(client: Any, resource: RemoteStoreResource) -> Callable[[
     return check
 
 
+def serves_reads(server: S3Server, resource: RemoteStoreResource) -> Callable[[], bool]:
+    """The server answers a GET of the previous object with anything but a 5xx or a connection error.
+
+    A restarted SeaweedFS accepts connections before it serves objects (its first GETs can answer
+    500 InternalError). A 404 counts as serving: then the checks after the wait report the missing
+    object themselves.
+    """
+    client = server.client(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10)
+
+    def check() -> bool:
+        try:
+            client.get_object(Bucket=BUCKET, Key=s3_key(resource))["Body"].read()
+        except botocore.exceptions.ClientError as exc:
+            return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)) < 500
+        except botocore.exceptions.BotoCoreError:
+            return False
+        return True
+
+    return check
+
+
 # --------------------------------------------------------------------------- (b) writer SIGKILLed
 
 
@@ -388,9 +410,11 @@ def test_server_killed_mid_upload(own_seaweedfs: SeaweedFSServer, unique_root: s
         # The writer must notice and fail, not hang.
         failed = writer.wait_for_line("FAILED", timeout=180)
         fail_seconds = time.monotonic() - killed_at
-        # Bring the server back on the same data while the failed writer is still alive,
-        # then let the writer exit normally (its S3 streams are destroyed at exit).
+        # Bring the server back on the same data while the failed writer is still alive, wait until
+        # it serves reads again (bounded), then let the writer exit normally (its S3 streams are
+        # destroyed at exit, against a server that answers).
         server.restart()
+        wait_until(serves_reads(server, resource), 30, "the restarted server to serve reads")
         assert writer.finish() == 1
     finally:
         writer.kill()
@@ -495,13 +519,13 @@ def test_server_errors_and_resets(
     )
     client = s3_client(seaweedfs_server)  # straight to the server: what the world sees
     previous = Previous(resource, client)
-    new_table = workers.table(seed=4, total_bytes=NEW_BYTES)
+    new_table = workers.table(rng_state=4, total_bytes=NEW_BYTES)
 
     proxy.rule = rule
     proxy.counts.clear()
     result = write_version(
         resource,
-        lambda: pa.RecordBatchReader.from_batches(workers.SCHEMA, workers.batches(seed=4, total_bytes=NEW_BYTES)),
+        lambda: pa.RecordBatchReader.from_batches(workers.SCHEMA, workers.batches(rng_state=4, total_bytes=NEW_BYTES)),
         raise_on_error=False,
     )
     injected = proxy.injected()

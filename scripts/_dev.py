@@ -1,5 +1,8 @@
 """``./scripts/dev``: the example project in ``dagster dev``, on an embedded S3 server by default.
 
+Dev tooling, not part of the code location: ``scripts/dev`` (bash) prepares ``.venv`` and runs
+this file with it.
+
 With no ``RS_S3_*`` variable set, a persistent SeaweedFS S3 server is started on
 127.0.0.1 (objects kept in ``.dev-data/seaweedfs`` of the repository, reused on
 the next start), the bucket is created, the ``RS_S3_*`` variables are pointed at
@@ -47,7 +50,7 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 
-#: The seed's variables; any of them set means "use that S3 service, start nothing".
+#: The example's storage variables; any of them set means "use that S3 service, start nothing".
 RS_S3_VARS = ("RS_S3_BUCKET", "RS_S3_KEY", "RS_S3_SECRET", "RS_S3_ENDPOINT", "RS_S3_REGION")
 
 EMBEDDED_BUCKET = "rsd-example"
@@ -55,7 +58,8 @@ EMBEDDED_KEY = "rsd-dev-key"
 EMBEDDED_SECRET = "rsd-dev-secret"
 EMBEDDED_REGION = "us-east-1"
 
-#: Client settings that every S3 client of the example gets (see DESIGN.md "Checksums").
+#: Client settings that every S3 client of the example gets: PyArrow's default aws-chunked uploads with
+#: CRC64 trailers are mishandled by some S3 servers, so checksums are sent only when an operation requires them.
 CLIENT_ENV = {
     "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
     "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
@@ -105,7 +109,7 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.N
 
 
 def external_s3_env(env: Mapping[str, str]) -> dict[str, str] | None:
-    """The seed's variables if the user set any, else ``None`` (embedded mode)."""
+    """The ``RS_S3_*`` variables the user set, if any, else ``None`` (embedded mode)."""
     given = {name: env[name] for name in RS_S3_VARS if env.get(name)}
     if not given:
         return None
