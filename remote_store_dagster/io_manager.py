@@ -16,14 +16,12 @@ from dagster import (
 )
 from pydantic import Field, PrivateAttr
 
-from remote_store_dagster import _dagster_context as dagster_context
 from remote_store_dagster import _formats as formats
 from remote_store_dagster import _layout as layout
 from remote_store_dagster import _loading as loading
 from remote_store_dagster import _progress
 from remote_store_dagster import _publishing as publishing
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError
-from remote_store_dagster._provenance import Provenance
 from remote_store_dagster._signing import SignatureError
 from remote_store_dagster._storage import Storage, storage_for
 from remote_store_dagster._targets import Target, asset_targets, op_target, partition_dims
@@ -211,61 +209,8 @@ class RemoteStoreIOManager(ConfigurableIOManager):
             self._validated_prefix(),
             self.pickle_signing_key,
         )
-        written = []
-        for key, target in targets.items():
-            context.log.debug(f"writing {target.label}")
-
-            def other_formats(path: str, target: Target = target) -> publishing.OtherFormats:
-                return self._other_formats(context, target, path)
-
-            written.append(
-                publishing.write_one(
-                    self.storage,
-                    target,
-                    values[key],
-                    settings,
-                    provenance=self._provenance(context, target.partition),
-                    log=context.log.info,
-                    other_formats=other_formats,
-                )
-            )
-        if self.pickle_signing_key is None and any(w.stats.fmt == "pickle" for w in written):
-            context.log.warning(
-                f"{written[0].target.label}: stored as an unsigned pickle; anyone who can write to the bucket can "
-                "make steps that load it run their code. Set pickle_signing_key (an EnvVar) to sign pickles, or "
-                "allow_pickle=False to store only tables and bytes."
-            )
-        publishing.add_output_metadata(context, self.store, written, self.uri(range_folder))
-
-    def _provenance(self, context: OutputContext, partition_key: str | None) -> Provenance:
-        """What the cleanup sensor needs to know about who wrote this output (op outputs: run and location)."""
-        location = self.code_location or dagster_context.step_run_code_location(context)
-        if not context.has_asset_key:
-            return Provenance(run_id=context.run_id, code_location=location)
-        return Provenance(
-            run_id=context.run_id,
-            code_location=location,
-            asset_key=context.asset_key.to_user_string(),
-            partition_key=partition_key,
-        )
-
-    def _other_formats(self, context: OutputContext, target: Target, path: str) -> publishing.OtherFormats:
-        """Whether the folder may hold this output in another format (then its siblings are deleted).
-
-        The format follows the output's type, and every write deletes the other formats
-        when the format may have changed. So another format can exist only if the last
-        write stored another one: for an asset (partition) we ask the Dagster instance
-        for its latest materialization's ``remote_store/store`` and ``remote_store/path``
-        (one indexed query). An op output's folder is new per run, so only a step retry
-        can find anything in it.
-        """
-        if not context.has_asset_key:
-            retry = dagster_context.is_step_retry(context)
-            return publishing.OtherFormats.RECORDED if retry else publishing.OtherFormats.ABSENT
-        recorded = dagster_context.latest_recorded_output(context, target.partition)
-        if recorded is None:
-            return publishing.OtherFormats.UNRECORDED
-        return publishing.OtherFormats.ABSENT if recorded == (self.store, path) else publishing.OtherFormats.RECORDED
+        writer = publishing.OutputWriter(self.storage, self.store, settings, self.code_location)
+        writer.write(context, targets, values, self.uri(range_folder))
 
     # ------------------------------------------------------------------ input
 

@@ -8,7 +8,16 @@ into one value per partition first.
 """
 
 from remote_store_dagster._publishing._metadata import Written, add_output_metadata
+from remote_store_dagster._publishing._output import OutputWriter
 from remote_store_dagster._publishing._ranges import split_range
 from remote_store_dagster._publishing._write import OtherFormats, WriteSettings, write_one
 
-__all__ = ["OtherFormats", "WriteSettings", "Written", "add_output_metadata", "split_range", "write_one"]
+__all__ = [
+    "OtherFormats",
+    "OutputWriter",
+    "WriteSettings",
+    "Written",
+    "add_output_metadata",
+    "split_range",
+    "write_one",
+]
