@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
-import pyarrow as pa
 from dagster import (
     ConfigurableIOManager,
     DagsterInvariantViolationError,
@@ -19,17 +17,16 @@ from pydantic import Field, PrivateAttr
 from remote_store_dagster import _formats as formats
 from remote_store_dagster import _layout as layout
 from remote_store_dagster import _loading as loading
-from remote_store_dagster import _progress
 from remote_store_dagster import _publishing as publishing
 from remote_store_dagster._errors import RemoteStoreConfigError, RemoteStoreIOError
-from remote_store_dagster._signing import SignatureError
 from remote_store_dagster._storage import Storage, storage_for
 from remote_store_dagster._targets import Target, asset_targets, op_target, partition_dims
 from remote_store_dagster.resources import StoreResource
 
-__all__ = ["RemoteStoreIOManager"]
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-_log = logging.getLogger(__name__)
+__all__ = ["RemoteStoreIOManager"]
 
 #: Definition metadata keys users set on assets (outputs) and inputs.
 PARTITION_COLUMN_KEY = "partition_column"
@@ -215,151 +212,33 @@ class RemoteStoreIOManager(ConfigurableIOManager):
     # ------------------------------------------------------------------ input
 
     def load_input(self, context: InputContext) -> Any:
-        """Route the input's annotation through ``_loading`` (see its ``ROUTES`` table)."""
-        request = loading.request_for(_requested_type(context))
+        """The input as its annotation asks, from one object or several partitions (see ``_loading``)."""
         metadata = context.definition_metadata or {}
-        columns = metadata.get(COLUMNS_KEY)
-        if columns is not None:
-            columns = [str(c) for c in columns]
-        allow_missing = bool(metadata.get(ALLOW_MISSING_PARTITIONS_KEY, False))
+        request = loading.request_for(
+            _requested_type(context),
+            columns=metadata.get(COLUMNS_KEY),
+            allow_missing=bool(metadata.get(ALLOW_MISSING_PARTITIONS_KEY, False)),
+        )
+        return loading.load(self.data_path, self._input_targets(context), request, context.log)
 
+    def _input_targets(self, context: InputContext) -> list[loading.Target]:
+        """What the input covers: its upstream op output or asset, or the asset's partitions in order."""
+        prefix = self._validated_prefix()
         if not context.has_asset_key:
             if context.upstream_output is None:
                 raise RemoteStoreIOError(f"input {context.name!r}: has neither an asset key nor an upstream output")
-            target = self._op_target(context.upstream_output.get_identifier())
-            return self._load_one(context, target, request, columns)
-
+            run_id, step_key, *rest = context.upstream_output.get_identifier()
+            return [loading.Target.for_step_output(prefix, run_id, step_key, "/".join(rest))]
         asset_path = context.asset_key.path
+        if not context.has_asset_partitions:
+            return [loading.Target.for_asset(prefix, asset_path)]
         upstream_metadata = context.upstream_output.definition_metadata if context.upstream_output else None
         column = self._partition_column(upstream_metadata)
-        if not context.has_asset_partitions:
-            target = self._asset_targets(asset_path, None, None, column)[""]
-            return self._load_one(context, target, request, columns)
-
-        keys = list(context.asset_partition_keys)
-        targets = self._asset_targets(asset_path, context.asset_partitions_def, keys, column)
-        if len(keys) == 1 and not request.as_dict:
-            return self._load_one(context, targets[keys[0]], request, columns)
-        folder = layout.asset_folder(self._validated_prefix(), asset_path)
-        return self._load_many(context, folder, targets, request, columns, allow_missing)
-
-    def _load_one(
-        self, context: InputContext, target: Target, request: loading.Request, columns: list[str] | None
-    ) -> Any:
-        route = request.route
-        dp = self.data_path
-        found = loading.find_one(dp, target.location, route.formats)
-        if found is None:
-            if request.optional:
-                context.log.debug(f"{target.label}: nothing stored; the input is Optional, so it loads None")
-                return None
-            other = loading.find_one(dp, target.location, loading.ANY_FORMATS) if route.combines else None
-            if other is not None:
-                raise RemoteStoreIOError(
-                    f"{target.label}: stored as {other.fmt} at {self.uri(other.path)}, which cannot be "
-                    f"loaded as {loading.type_name(route.target)}"
-                )
-            raise RemoteStoreIOError(
-                f"{target.label}: no stored data under {self.uri(target.location.folder)}/ "
-                "(not materialized yet, or wiped)"
-            )
-        progress = None
-        if route.kind == "stream" or found.size is None or found.size > loading.WHOLE_OBJECT_BYTES:
-            progress = _progress.Progress(
-                _run_log(context),
-                "loaded",
-                target.label,
-                self.uri(found.path),
-                interval=_progress.PROGRESS_INTERVAL_SECONDS,
-            )
-        try:
-            return loading.read_one(dp, found, route, columns, progress)
-        except (pa.ArrowInvalid, KeyError, TypeError, SignatureError) as exc:
-            raise RemoteStoreIOError(f"{target.label}: cannot load {self.uri(found.path)}: {exc}") from exc
-
-    def _load_many(
-        self,
-        context: InputContext,
-        folder: str,
-        targets: Mapping[str, Target],
-        request: loading.Request,
-        columns: list[str] | None,
-        allow_missing: bool,
-    ) -> Any:
-        """Several partitions: one listing, concurrent fetches, partition order kept."""
-        route = request.route
-        asset = next(iter(targets.values())).label.split(" partition ")[0]
-        if not request.as_dict and route.kind != "any" and not route.combines:
-            raise RemoteStoreIOError(
-                f"{asset}: {len(targets)} partitions can only be loaded as one table/frame/batch stream or "
-                f"as a dict[str, ...]; the input is annotated {loading.type_name(request.annotation)}"
-            )
-        as_dict = request.as_dict or route.kind == "any"
-        items = [loading.Target(k, t.location, t.label) for k, t in targets.items()]
-        dp = self.data_path
-        listed = loading.find_many(dp, folder, items)
-        stored: dict[str, loading.Stored] = {}
-        missing: list[loading.Target] = []
-        for item in items:
-            found = loading.pick(listed[item.key], route.formats)
-            if found is not None:
-                stored[item.key] = found
-                continue
-            other = loading.pick(listed[item.key], loading.ANY_FORMATS)
-            if other is not None:
-                raise RemoteStoreIOError(
-                    f"{item.label}: stored as {other.fmt} at {self.uri(other.path)}, which cannot be "
-                    f"loaded as {loading.type_name(route.target)}"
-                )
-            missing.append(item)
-        if missing and not (allow_missing or request.optional or request.item_optional):
-            others = [m.key for m in missing[1:6]]
-            more = f"; {len(missing) - 1} more partition(s) missing too: {others}" if len(missing) > 1 else ""
-            raise RemoteStoreIOError(
-                f"{missing[0].label}: no stored data under {self.uri(missing[0].location.folder)}/ "
-                f"(not materialized yet, or wiped){more}; set input metadata allow_missing_partitions=True "
-                "to skip missing partitions"
-            )
-        if missing and allow_missing and not (request.optional or request.item_optional):
-            context.log.warning(
-                f"{asset}: skipping {len(missing)} partition(s) with no stored data "
-                f"(allow_missing_partitions): {[m.key for m in missing[:10]]}"
-            )
-        if not stored and request.optional:
-            context.log.debug(f"{asset}: no requested partition has stored data; the input is Optional, so None")
-            return None
-        if not stored and not as_dict:
-            raise RemoteStoreIOError(f"{asset}: none of the {len(items)} requested partitions has stored data")
-        what = f"{asset}, {len(stored)} of {len(items)} partitions"
-        progress = _progress.Progress(
-            _run_log(context), "loaded", what, self.uri(folder), interval=_progress.PROGRESS_INTERVAL_SECONDS
-        )
-        many = loading.Many(dp, items, stored, request, columns, progress)
-        try:
-            if as_dict:
-                return many.as_dict()
-            if route.kind == "stream":
-                return many.stream()
-            return many.concatenated()
-        except loading.LoadError as exc:
-            raise RemoteStoreIOError(str(exc)) from exc.__cause__
-
-
-def _run_log(context: InputContext) -> Callable[[str], None]:
-    """INFO lines to the run log that never fail a load.
-
-    A batch stream can outlive its step (a consumer may keep the reader); its
-    closing line then cannot reach the run's event log and goes to this
-    module's logger instead.
-    """
-
-    def log(message: str) -> None:
-        try:
-            context.log.info(message)
-        except Exception:  # the step (and its event log) may be gone; progress is best effort
-            _log.info(message)
-
-    return log
+        partitions_def = context.asset_partitions_def
+        return [
+            loading.Target.for_asset(prefix, asset_path, key, partition_dims(partitions_def, key, column))
+            for key in context.asset_partition_keys
+        ]
 
 
 def _requested_type(context: InputContext) -> Any:

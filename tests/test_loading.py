@@ -28,7 +28,7 @@ from dagster import (
 )
 
 from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource
-from remote_store_dagster import _loading as loading
+from remote_store_dagster._loading import Target, _locate, _memory, _partitions, _read, _schema
 
 KEYS = ["k03", "k01", "k10", "k02", "k07"]  # definition order is not sorted order
 PARTS = StaticPartitionsDefinition(KEYS)
@@ -152,7 +152,7 @@ def test_one_listing_replaces_per_partition_heads(
     """The partitions are found by listing the asset folder once, never by one HEAD each."""
     write_partitions(io_manager, chunk, KEYS)
     calls = {"find_one": 0, "list": 0}
-    real_find_one, real_list = loading.find_one, loading.list_folder
+    real_find_one, real_list = _locate.find_one, _locate.list_folder
 
     def find_one(*args: Any, **kw: Any) -> Any:
         calls["find_one"] += 1
@@ -162,8 +162,8 @@ def test_one_listing_replaces_per_partition_heads(
         calls["list"] += 1
         return real_list(*args, **kw)
 
-    monkeypatch.setattr(loading, "find_one", find_one)
-    monkeypatch.setattr(loading, "list_folder", list_folder)
+    monkeypatch.setattr(_locate, "find_one", find_one)
+    monkeypatch.setattr(_locate, "list_folder", list_folder)
     assert _rows(load_combined(io_manager)) == EXPECTED_ROWS
     assert calls == {"find_one": 0, "list": 1}
 
@@ -420,8 +420,8 @@ def test_incompatible_types_fail_naming_both_partitions_and_the_field(io_manager
     ],
 )
 def test_widening_rules(a: pa.DataType, b: pa.DataType, wide: pa.DataType | None) -> None:
-    assert loading.widen(a, b) == wide
-    assert loading.widen(b, a) == wide
+    assert _schema.widen(a, b) == wide
+    assert _schema.widen(b, a) == wide
 
 
 # ----------------------------------------------------------------------------- progress
@@ -535,7 +535,7 @@ def test_a_large_object_loads_with_one_head(
     from remote_store_dagster import _formats as formats
 
     monkeypatch.setattr(formats, "ROW_GROUP_BYTES", 2 * 1024 * 1024)
-    rows = 420_000  # 10 MB of random doubles > loading.WHOLE_OBJECT_BYTES, 5 row groups
+    rows = 420_000  # 10 MB of random doubles > _read.WHOLE_OBJECT_BYTES, 5 row groups
     rng = np.random.default_rng(5)
     table = pa.table({"x": rng.random(rows), "y": rng.random(rows), "z": rng.random(rows)})
     methods: list[str] = []
@@ -582,7 +582,7 @@ def test_large_objects_load_row_group_by_row_group(
 
     monkeypatch.setattr(formats, "ROW_GROUP_BYTES", 2 * 1024 * 1024)
     monkeypatch.setattr(_progress, "PROGRESS_INTERVAL_SECONDS", 0.0)  # a progress line per row group
-    rows = 420_000  # 4 x 8 bytes: 13.4 MB > loading.WHOLE_OBJECT_BYTES
+    rows = 420_000  # 4 x 8 bytes: 13.4 MB > _read.WHOLE_OBJECT_BYTES
     rng = np.random.default_rng(7)
     whole = pa.table({"n": np.arange(rows), "x": rng.random(rows), "y": rng.random(rows), "z": rng.random(rows)})
     parts = {"p1": whole, "p2": whole.slice(1000)}
@@ -595,8 +595,8 @@ def test_large_objects_load_row_group_by_row_group(
 
     write_partitions(io_manager, big, list(parts))
     stored = io_manager.remote_store.get_store("lake").read_bytes("wh/big/partition=p1/data.parquet")
-    assert len(stored) > loading.WHOLE_OBJECT_BYTES
-    assert pq.ParquetFile(io.BytesIO(stored)).num_row_groups > 2 * loading.ROW_GROUPS_IN_FLIGHT
+    assert len(stored) > _read.WHOLE_OBJECT_BYTES
+    assert pq.ParquetFile(io.BytesIO(stored)).num_row_groups > 2 * _read.ROW_GROUPS_IN_FLIGHT
 
     got: dict[str, Any] = {}
 
@@ -623,7 +623,7 @@ def test_large_objects_load_row_group_by_row_group(
         for r in instance.all_logs(result.run_id)
         if r.level == logging.INFO and "loaded" in r.user_message
     ]
-    assert len([m for m in loaded if "so far" in m]) >= 2 * loading.ROW_GROUPS_IN_FLIGHT, loaded
+    assert len([m for m in loaded if "so far" in m]) >= 2 * _read.ROW_GROUPS_IN_FLIGHT, loaded
     assert "asset big partition 'p1': loaded" in loaded[-1] and f"{rows:,} rows" in loaded[-1], loaded
 
     assert got["p1"].equals(whole)
@@ -642,23 +642,23 @@ def test_partition_fetches_are_bounded_by_load_concurrency(
 ) -> None:
     """At most LOAD_CONCURRENCY partitions are fetched at once (each fetch made slow so that they overlap)."""
     write_partitions(io_manager, chunk, KEYS)
-    monkeypatch.setattr(loading, "LOAD_CONCURRENCY", 2)
-    real_read_one = loading.read_one
+    monkeypatch.setattr(_partitions, "LOAD_CONCURRENCY", 2)
+    real_fetch = _partitions.Partitions._fetch
     lock = threading.Lock()
     in_flight = {"now": 0, "max": 0}
 
-    def slow_read_one(*args: Any, **kw: Any) -> Any:
+    def slow_fetch(*args: Any, **kw: Any) -> Any:
         with lock:
             in_flight["now"] += 1
             in_flight["max"] = max(in_flight["max"], in_flight["now"])
         try:
             time.sleep(0.2)
-            return real_read_one(*args, **kw)
+            return real_fetch(*args, **kw)
         finally:
             with lock:
                 in_flight["now"] -= 1
 
-    monkeypatch.setattr(loading, "read_one", slow_read_one)
+    monkeypatch.setattr(_partitions.Partitions, "_fetch", slow_fetch)
     assert _rows(load_combined(io_manager)) == EXPECTED_ROWS
     assert in_flight["max"] == 2, in_flight  # concurrent, and never more than the bound
 
@@ -670,15 +670,15 @@ def test_a_batch_stream_prefetches_only_a_bounded_window(
     """Memory of a many-partition batch stream is bounded: partitions are fetched whole only
     STREAM_PREFETCH_BYTES ahead of the consumer, not all at once."""
     write_partitions(io_manager, chunk, KEYS)
-    monkeypatch.setattr(loading, "STREAM_PREFETCH_BYTES", 1)  # one partition ahead at most
-    real_whole = loading.Many._whole
+    monkeypatch.setattr(_partitions, "STREAM_PREFETCH_BYTES", 1)  # one partition ahead at most
+    real_whole = _partitions.Partitions._whole
     fetched: list[str] = []
 
-    def counting_whole(self: loading.Many, target: loading.Target) -> Any:
-        fetched.append(target.key)
+    def counting_whole(self: _partitions.Partitions, target: Target) -> Any:
+        fetched.append(str(target.partition))
         return real_whole(self, target)
 
-    monkeypatch.setattr(loading.Many, "_whole", counting_whole)
+    monkeypatch.setattr(_partitions.Partitions, "_whole", counting_whole)
     got: dict[str, Any] = {}
 
     @asset(ins={"chunk": AssetIn()})
@@ -756,7 +756,7 @@ def test_loaded_tables_live_in_the_configured_memory_pool(
     writer = RemoteStoreIOManager(remote_store=remote_store, store="lake", prefix="wh")
     write_partitions(writer, source, keys)
     stored = remote_store.get_store("lake").read_bytes(f"wh/source/partition={keys[0]}/data.parquet")
-    assert (len(stored) > loading.WHOLE_OBJECT_BYTES) == (shape == "large-object")
+    assert (len(stored) > _read.WHOLE_OBJECT_BYTES) == (shape == "large-object")
     expected = pa.concat_tables([table] * len(keys))
     system = pa.system_memory_pool()
     held: dict[str, int] = {}
@@ -785,17 +785,17 @@ def test_auto_memory_pool_keeps_a_pool_the_user_chose(monkeypatch: pytest.Monkey
     default = pa.default_memory_pool()
     monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
     expected = "system" if default.backend_name == "mimalloc" else default.backend_name
-    assert loading.memory_pool_for("auto").backend_name == expected
+    assert _memory.memory_pool_for("auto").backend_name == expected
     monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", default.backend_name)
-    assert loading.memory_pool_for("auto").backend_name == default.backend_name
+    assert _memory.memory_pool_for("auto").backend_name == default.backend_name
     monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")
     pa.set_memory_pool(pa.jemalloc_memory_pool())
     try:
-        assert loading.memory_pool_for("auto").backend_name == "jemalloc"
+        assert _memory.memory_pool_for("auto").backend_name == "jemalloc"
     finally:
         pa.set_memory_pool(default)
-    assert loading.memory_pool_for("default").backend_name == default.backend_name
-    assert loading.memory_pool_for("system").backend_name == "system"
+    assert _memory.memory_pool_for("default").backend_name == default.backend_name
+    assert _memory.memory_pool_for("system").backend_name == "system"
 
 
 def test_unknown_memory_pool_fails_at_setup_naming_the_field(remote_store: RemoteStoreResource) -> None:
@@ -821,4 +821,4 @@ def test_an_allocator_missing_from_the_build_is_named(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(pa, "jemalloc_memory_pool", not_built)
     with pytest.raises(ValueError, match=r"'jemalloc': this pyarrow .* build has no jemalloc allocator"):
-        loading.memory_pool_for("jemalloc")
+        _memory.memory_pool_for("jemalloc")
