@@ -321,6 +321,36 @@ def test_hourly_pickled_values_load_as_a_dict_into_a_daily_asset(io_manager: Rem
     assert got["day"]["2024-01-01-05:00"] == {"hour": "2024-01-01-05:00", "values": [1, 2, 3]}
 
 
+def test_a_typed_dict_input_over_an_unpartitioned_pickled_dict(io_manager: RemoteStoreIOManager) -> None:
+    """``dict[str, int]`` over an unpartitioned asset is the stored dict itself (checked to be a dict)."""
+
+    @asset
+    def counts() -> dict[str, int]:
+        return {"a": 1, "b": 2}
+
+    got: dict[str, Any] = {}
+
+    @asset
+    def typed(counts: dict[str, int]) -> None:
+        got["typed"] = counts
+
+    @asset
+    def bare(counts: dict) -> None:  # type: ignore[type-arg]
+        got["bare"] = counts
+
+    assert materialize([counts, typed, bare], resources={"io_manager": io_manager}).success
+    assert got == {"typed": {"a": 1, "b": 2}, "bare": {"a": 1, "b": 2}}
+
+    @asset(name="counts")
+    def not_a_dict() -> list[int]:
+        return [1, 2]
+
+    assert materialize([not_a_dict], resources={"io_manager": io_manager}).success
+    result = run_consumer(io_manager, not_a_dict, typed, raise_on_error=False)
+    message = failure_text(result)
+    assert "asset counts: cannot load" in message and "the stored object is a list, not Dict[str, int]" in message
+
+
 # ----------------------------------------------------------------------------- schema evolution
 
 
@@ -822,3 +852,208 @@ def test_an_allocator_missing_from_the_build_is_named(monkeypatch: pytest.Monkey
     monkeypatch.setattr(pa, "jemalloc_memory_pool", not_built)
     with pytest.raises(ValueError, match=r"'jemalloc': this pyarrow .* build has no jemalloc allocator"):
         _memory.memory_pool_for("jemalloc")
+
+
+# ----------------------------------------------------------------------------- lazy inputs
+
+
+@pytest.mark.parametrize("backend_kind", ["local", "seaweedfs", "plain_s3"], indirect=True)
+def test_lazy_inputs_are_the_hive_dataset_of_the_requested_partitions(io_manager: RemoteStoreIOManager) -> None:
+    """``ds.Dataset``, ``pl.LazyFrame`` and a DuckDB relation over a multi-partitioned asset: each dimension is
+    a string column holding the decoded key; filters and projections give what the eager table gives."""
+    import duckdb
+    import pyarrow.dataset as ds
+    from dagster import MultiPartitionKey, MultiPartitionsDefinition
+
+    colors = ["red", "blue green", "50%/x"]
+    multi = MultiPartitionsDefinition(
+        {"color": StaticPartitionsDefinition(colors), "day": StaticPartitionsDefinition(["d1", "d2"])}
+    )
+
+    @asset(partitions_def=multi)
+    def sales(context: AssetExecutionContext) -> pa.Table:
+        key = context.partition_key.keys_by_dimension
+        return pa.table({"amount": [len(key["color"]), 1], "day_seen": [key["day"]] * 2})
+
+    for color in colors:
+        for day in ("d1", "d2"):
+            key = MultiPartitionKey({"color": color, "day": day})
+            assert materialize([sales], resources={"io_manager": io_manager}, partition_key=key).success
+    got: dict[str, Any] = {}
+
+    @asset(ins={"sales": AssetIn()})
+    def as_dataset(sales: ds.Dataset) -> None:
+        got["schema"] = sales.schema
+        got["all"] = sales.to_table()
+        got["dataset"] = sales.to_table(filter=ds.field("color") == "50%/x", columns=["amount", "day"])
+
+    @asset(ins={"sales": AssetIn()})
+    def as_lazy(sales: pl.LazyFrame) -> None:
+        got["lazy"] = sales.filter(pl.col("color") == "50%/x").select("amount", "day").collect().to_arrow()
+
+    @asset(ins={"sales": AssetIn()})
+    def as_relation(sales: duckdb.DuckDBPyRelation) -> None:
+        got["duckdb"] = sales.filter("color = '50%/x'").select("amount, day").to_arrow_table()
+
+    consumers = [as_dataset, as_lazy, as_relation]
+    assert materialize([sales, *consumers], resources={"io_manager": io_manager}, selection=consumers).success
+    assert got["schema"].field("color").type == pa.string() and got["schema"].field("day").type == pa.string()
+    rows = {(r["color"], r["day"], r["day_seen"], r["amount"]) for r in got["all"].to_pylist()}
+    assert rows == {(c, d, d, n) for c in colors for d in ("d1", "d2") for n in (len(c), 1)}
+    expected = sorted([(5, "d1"), (1, "d1"), (5, "d2"), (1, "d2")])
+    for label in ("dataset", "lazy", "duckdb"):
+        assert sorted((r["amount"], r["day"]) for r in got[label].to_pylist()) == expected, label
+
+
+@pytest.mark.parametrize("backend_kind", ["local", "seaweedfs"], indirect=True)
+def test_lazy_inputs_hold_only_the_requested_partitions_and_columns(io_manager: RemoteStoreIOManager) -> None:
+    """A partition mapping that asks for two of five partitions: the dataset has their files only; input
+    metadata ``columns`` projects it; one partition and an unpartitioned asset load lazily too."""
+    import pyarrow.dataset as ds
+    from dagster import StaticPartitionMapping
+
+    write_partitions(io_manager, chunk, KEYS)
+
+    @asset
+    def whole() -> pa.Table:
+        return pa.table({"v": [1, 2]})
+
+    assert materialize([whole], resources={"io_manager": io_manager}).success
+    got: dict[str, Any] = {}
+    mapping = StaticPartitionMapping({"k01": "some", "k10": "some"})
+    some = StaticPartitionsDefinition(["some"])
+
+    @asset(partitions_def=some, ins={"chunk": AssetIn(partition_mapping=mapping)})
+    def two(chunk: ds.Dataset) -> None:
+        got["two"] = chunk.to_table()
+
+    @asset(partitions_def=some, ins={"chunk": AssetIn(partition_mapping=mapping, metadata={"columns": ["i"]})})
+    def projected(chunk: pl.LazyFrame) -> None:
+        got["projected"] = chunk.collect()
+
+    @asset(partitions_def=PARTS, ins={"chunk": AssetIn()})
+    def one(chunk: ds.Dataset, whole: pl.LazyFrame) -> None:
+        got["one"] = chunk.to_table()
+        got["whole"] = whole.collect()
+
+    for consumer in (two, projected):
+        result = materialize(
+            [chunk, consumer], resources={"io_manager": io_manager}, selection=[consumer], partition_key="some"
+        )
+        assert result.success
+    assert materialize(
+        [chunk, whole, one], resources={"io_manager": io_manager}, selection=[one], partition_key="k03"
+    ).success
+    assert sorted(got["two"]["partition"].unique().to_pylist()) == ["k01", "k10"]
+    assert got["two"].num_rows == 11 and set(got["two"].column_names) == {"key", "i", "partition"}
+    assert got["projected"].columns == ["i"] and got["projected"].height == 11
+    assert got["one"].column_names == ["key", "i", "partition"] and got["one"].num_rows == 3
+    assert got["whole"].to_dict(as_series=False) == {"v": [1, 2]}
+
+
+class Wire:
+    """Requests seen at the proxy, by phase: (phase, method, partition or "", bytes of a ranged GET)."""
+
+    def __init__(self) -> None:
+        self.phase = "setup"
+        self.seen: list[tuple[str, str, str, int]] = []
+
+    def rule(self, request: Any, count: int) -> str:
+        import re
+
+        import _fault_proxy as fp
+
+        method = "LIST" if "list-type" in request.query else request.method
+        partition = re.search(r"/partition=([^/]+)/", request.path)
+        span = re.fullmatch(r"bytes=(\d+)-(\d+)", request.headers.get("range", ""))
+        size = int(span[2]) - int(span[1]) + 1 if span else -1  # -1: a GET of the whole object
+        self.seen.append((self.phase, method, partition[1] if partition else "", size))
+        return fp.PASS
+
+    def requests(self, phase: str) -> list[tuple[str, str]]:
+        return sorted((method, partition) for p, method, partition, _ in self.seen if p == phase)
+
+    def partitions_read(self, phase: str) -> set[str]:
+        return {partition for p, method, partition, _ in self.seen if p == phase and method == "GET"}
+
+    def bytes(self, phase: str) -> int:
+        sizes = [size for p, method, _, size in self.seen if p == phase and method == "GET"]
+        assert -1 not in sizes, "every read of a lazy input is a ranged GET"
+        return sum(sizes)
+
+
+def test_lazy_inputs_push_filters_and_projections_down_to_the_requests(seaweedfs_server: Any, unique_root: str) -> None:
+    """Counted at the server: loading a lazy input lists the folder once and reads one footer (the schema);
+    a filter on the partition column reads only the matching partitions' objects; a one-column projection
+    fetches a fraction of the bytes of a full scan. For ``ds.Dataset``, ``pl.LazyFrame`` and DuckDB alike."""
+    import _fault_proxy as fp
+    import duckdb
+    import numpy as np
+    import pyarrow.dataset as ds
+
+    rows = 100_000  # four columns of random doubles: 800 kB each, ~3.2 MB a partition
+
+    @asset(partitions_def=PARTS, name="chunk")
+    def wide(context: AssetExecutionContext) -> pa.Table:
+        rng = np.random.default_rng(int(context.partition_key[1:]))
+        return pa.table({name: rng.random(rows) for name in "abcd"})
+
+    wire = Wire()
+    got: dict[str, Any] = {}
+
+    def scan(label: str, matching: Any, one_column: Any, everything: Any) -> None:
+        """Run each lazy query in its own phase (the load itself was phase ``<label>:load``)."""
+        for phase, query in (("filter", matching), ("column", one_column), ("all", everything)):
+            wire.phase = f"{label}:{phase}"
+            got[f"{label}:{phase}"] = query()
+        wire.phase = "idle"
+
+    @asset(ins={"chunk": AssetIn()})
+    def as_dataset(chunk: ds.Dataset) -> None:
+        scan(
+            "dataset",
+            lambda: chunk.to_table(filter=ds.field("partition").isin(["k01", "k10"])).num_rows,
+            lambda: chunk.to_table(columns=["a"]).num_rows,
+            lambda: chunk.to_table().num_rows,
+        )
+
+    @asset(ins={"chunk": AssetIn()})
+    def as_lazy(chunk: pl.LazyFrame) -> None:
+        scan(
+            "lazy",
+            lambda: chunk.filter(pl.col("partition").is_in(["k01", "k10"])).collect().height,
+            lambda: chunk.select("a").collect().height,
+            lambda: chunk.collect().height,
+        )
+
+    @asset(ins={"chunk": AssetIn()})
+    def as_duckdb(chunk: duckdb.DuckDBPyRelation) -> None:
+        scan(
+            "duckdb",
+            lambda: len(chunk.filter("partition in ('k01', 'k10')").fetchall()),
+            lambda: len(chunk.select("a").fetchall()),
+            lambda: len(chunk.fetchall()),
+        )
+        loaded = chunk.query("t", "select extension_name from duckdb_extensions() where loaded").fetchall()
+        got["duckdb extensions"] = {name for (name,) in loaded}
+
+    with fp.FaultProxy(seaweedfs_server.port, rule=wire.rule) as proxy:
+        remote_store, io_manager = _through_proxy(seaweedfs_server, proxy, unique_root)
+        write_partitions(io_manager, wide, KEYS)
+        for label, consumer in (("dataset", as_dataset), ("lazy", as_lazy), ("duckdb", as_duckdb)):
+            wire.phase = f"{label}:load"
+            assert materialize([wide, consumer], resources={"io_manager": io_manager}, selection=[consumer]).success
+        remote_store.close()
+
+    counts = {}
+    for label in ("dataset", "lazy", "duckdb"):
+        # The load: one listing, no HEAD, one footer GET of the last partition (the schema).
+        assert wire.requests(f"{label}:load") == [("GET", "k07"), ("LIST", "")], (label, wire.requests(f"{label}:load"))
+        assert got[f"{label}:filter"] == 2 * rows and got[f"{label}:column"] == got[f"{label}:all"] == 5 * rows
+        # Partition pruning: the other three partitions' objects are never read.
+        assert wire.partitions_read(f"{label}:filter") == {"k01", "k10"}, (label, wire.requests(f"{label}:filter"))
+        one_column, everything = wire.bytes(f"{label}:column"), wire.bytes(f"{label}:all")
+        counts[label] = (len(wire.requests(f"{label}:filter")), one_column, everything)
+        assert one_column < 0.4 * everything, (label, one_column, everything)
+    assert "httpfs" not in got["duckdb extensions"], got["duckdb extensions"]
+    print(f"\nlazy inputs on the wire (filter: requests; column, all: bytes fetched): {counts}")

@@ -4,7 +4,8 @@ One object (unpartitioned, an op output, or one partition) is found with one
 HEAD per likely format and never listed; several partitions are found by one
 listing of the asset folder. What is missing is an error naming the asset and
 partition, ``None`` for ``Optional`` inputs, or skipped with
-``allow_missing_partitions``.
+``allow_missing_partitions``. S3 refusing any of it is an error naming the
+operation and the IAM permission (``_refusal``).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from remote_store_dagster._loading import _locate
 from remote_store_dagster._loading._loaders import type_name
 from remote_store_dagster._loading._locate import ANY_FORMATS
 from remote_store_dagster._loading._partitions import Partitions
+from remote_store_dagster._loading._refusal import named_refusals
 from remote_store_dagster._signing import SignatureError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from remote_store_dagster._loading._loaders import Loader
     from remote_store_dagster._loading._model import DataPath, Stored, Target
     from remote_store_dagster._loading._router import Request
 
@@ -58,69 +61,69 @@ def load(dp: DataPath, targets: Sequence[Target], request: Request, log: RunLog)
 def load_one(dp: DataPath, target: Target, request: Request, log: RunLog) -> Any:
     """One stored object: one HEAD per likely format finds it, then the loader reads it."""
     loader = request.loader
-    found = _locate.find_one(dp, target.location, loader.formats)
-    if found is None:
-        if request.optional:
-            log.debug(f"{target.label}: nothing stored; the input is Optional, so it loads None")
-            return None
-        others = [f for f in ANY_FORMATS if f not in loader.formats]
-        other = _locate.find_one(dp, target.location, others) if others else None
-        if other is not None:
-            raise _cannot_load_as(target, other, dp, loader.name)
-        raise RemoteStoreIOError(
-            f"{target.label}: no stored data under {dp.uri(target.location.folder)}/ (not materialized yet, or wiped)"
-        )
+    location = target.location
+    with named_refusals(target.label, "HeadObject", dp.uri(location.data_path(loader.formats[0]))):
+        found = _locate.find_one(dp, location, loader.formats)
+        if found is None:
+            if request.optional:
+                log.debug(f"{target.label}: nothing stored; the input is Optional, so it loads None")
+                return None
+            others = [f for f in ANY_FORMATS if f not in loader.formats]
+            other = _locate.find_one(dp, location, others) if others else None
+            if other is not None:
+                raise _cannot_load_as(dp, target, other, loader)
+            raise RemoteStoreIOError(
+                f"{target.label}: no stored data under {dp.uri(location.folder)}/ (not materialized yet, or wiped)"
+            )
     uri = dp.uri(found.path)
     progress = _progress.Progress(
         safe_info(log), "loaded", target.label, uri, interval=_progress.PROGRESS_INTERVAL_SECONDS
     )
     try:
-        return loader.read(dp, found, request.columns, progress)
+        with named_refusals(target.label, "GetObject", uri):
+            return loader.read(dp, target, found, request.columns, progress)
     except (pa.ArrowInvalid, KeyError, TypeError, SignatureError) as exc:
         raise RemoteStoreIOError(f"{target.label}: cannot load {uri}: {exc}") from exc
 
 
-def _cannot_load_as(target: Target, other: Stored, dp: DataPath, type_name: str) -> RemoteStoreIOError:
+def _cannot_load_as(dp: DataPath, target: Target, other: Stored, loader: Loader) -> RemoteStoreIOError:
     return RemoteStoreIOError(
-        f"{target.label}: stored as {other.fmt} at {dp.uri(other.path)}, which cannot be loaded as {type_name}"
+        f"{target.label}: stored as {other.fmt} at {dp.uri(other.path)}, which cannot be loaded as {loader.name}"
     )
 
 
 def load_many(dp: DataPath, targets: Sequence[Target], request: Request, log: RunLog) -> Any:
     """Several partitions: one listing, concurrent fetches, partition order kept."""
-    loader = request.loader
     owner = targets[0].owner
-    if not request.as_dict and not loader.several:
+    if request.item is None and not request.loader.several:
         raise RemoteStoreIOError(
             f"{owner}: {len(targets)} partitions can only be loaded as one table/frame/batch stream or "
             f"as a dict[str, ...]; the input is annotated {type_name(request.annotation)}"
         )
-    listed = _locate.find_many(dp, targets)
+    reader = request.item or request.loader
+    span = f"{owner} partitions {targets[0].partition!r}..{targets[-1].partition!r}"
+    with named_refusals(span, "ListObjectsV2", dp.uri(targets[0].folder) + "/"):
+        listed = _locate.find_many(dp, targets)
     stored: dict[str, Stored] = {}
     missing: list[Target] = []
     for target in targets:
         key = str(target.partition)
-        found = _locate.pick(listed[key], loader.formats)
+        found = _locate.pick(listed[key], reader.formats)
         if found is not None:
             stored[key] = found
             continue
         other = _locate.pick(listed[key], ANY_FORMATS)
         if other is not None:
-            raise _cannot_load_as(target, other, dp, loader.name)
+            raise _cannot_load_as(dp, target, other, reader)
         missing.append(target)
     _check_missing(dp, missing, request, log)
     if not stored and request.optional:
         log.debug(f"{owner}: no requested partition has stored data; the input is Optional, so None")
         return None
-    what = f"{owner}, {len(stored)} of {len(targets)} partitions"
-    folder = targets[0].folder
-    progress = _progress.Progress(
-        safe_info(log), "loaded", what, dp.uri(folder), interval=_progress.PROGRESS_INTERVAL_SECONDS
-    )
-    parts = Partitions(dp, list(targets), stored, request.columns, progress, item_optional=request.item_optional)
-    if request.as_dict:
-        return parts.as_dict(loader)
-    return loader.load_many(parts)
+    parts = Partitions(dp, list(targets), stored, request.columns, safe_info(log), request.item_optional)
+    if request.item is not None:
+        return parts.as_dict(request.item)
+    return request.loader.load_many(parts)
 
 
 def _check_missing(dp: DataPath, missing: list[Target], request: Request, log: RunLog) -> None:

@@ -20,11 +20,14 @@ import pyarrow as pa
 from remote_store_dagster import _formats as formats
 from remote_store_dagster._loading import _read
 from remote_store_dagster._loading._locate import ANY_FORMATS
+from remote_store_dagster._loading._refusal import guarded_stream
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from remote_store_dagster._loading._model import DataPath, Stored
+    Columns = Sequence[str] | None
+
+    from remote_store_dagster._loading._model import DataPath, Stored, Target
     from remote_store_dagster._loading._partitions import Partitions
     from remote_store_dagster._progress import Progress
 
@@ -32,13 +35,13 @@ __all__ = [
     "AnyLoader",
     "BinaryIOLoader",
     "BytesLoader",
-    "LazyFrameLoader",
     "Loader",
     "ObjectLoader",
     "PandasLoader",
     "PolarsLoader",
     "StreamLoader",
     "TableLoader",
+    "loaded_module",
     "type_name",
 ]
 
@@ -55,7 +58,7 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__qualname__", None) or getattr(tp, "__name__", None) or repr(tp)
 
 
-def _loaded_module(name: str, attribute: str, tp: Any) -> bool:
+def loaded_module(name: str, attribute: str, tp: Any) -> bool:
     """Whether ``tp`` is ``name.attribute`` of an already imported module (never imports it)."""
     module = formats._optional(name)
     return module is not None and tp is getattr(module, attribute, None)
@@ -81,9 +84,7 @@ class Loader:
     def name(self) -> str:
         return type_name(self.annotation)
 
-    def read(
-        self, dp: DataPath, stored: Stored, columns: Sequence[str] | None, progress: Progress | None = None
-    ) -> Any:
+    def read(self, dp: DataPath, target: Target, stored: Stored, columns: Columns, progress: Progress | None) -> Any:
         """One stored object as the annotated type."""
         raise NotImplementedError
 
@@ -102,9 +103,7 @@ class TableLoader(Loader):
     def accepts(cls, tp: Any) -> bool:
         return tp is pa.Table
 
-    def read(
-        self, dp: DataPath, stored: Stored, columns: Sequence[str] | None, progress: Progress | None = None
-    ) -> Any:
+    def read(self, dp: DataPath, target: Target, stored: Stored, columns: Columns, progress: Progress | None) -> Any:
         return self.from_table(_read.read_table(dp, stored, columns, progress))
 
     def load_many(self, parts: Partitions) -> Any:
@@ -120,7 +119,7 @@ class PandasLoader(TableLoader):
 
     @classmethod
     def accepts(cls, tp: Any) -> bool:
-        return _loaded_module("pandas", "DataFrame", tp)
+        return loaded_module("pandas", "DataFrame", tp)
 
     def from_table(self, table: pa.Table) -> Any:
         return table.to_pandas()
@@ -131,7 +130,7 @@ class PolarsLoader(TableLoader):
 
     @classmethod
     def accepts(cls, tp: Any) -> bool:
-        return _loaded_module("polars", "DataFrame", tp)
+        return loaded_module("polars", "DataFrame", tp)
 
     def from_table(self, table: pa.Table) -> Any:
         import polars as pl
@@ -141,27 +140,6 @@ class PolarsLoader(TableLoader):
         return frame
 
 
-class LazyFrameLoader(PolarsLoader):
-    """``pl.LazyFrame``: one object is a lazy scan (projection pushed down); partitions concatenated."""
-
-    @classmethod
-    def accepts(cls, tp: Any) -> bool:
-        return _loaded_module("polars", "LazyFrame", tp)
-
-    def read(
-        self, dp: DataPath, stored: Stored, columns: Sequence[str] | None, progress: Progress | None = None
-    ) -> Any:
-        import polars as pl
-        import pyarrow.dataset as ds
-
-        dataset = ds.dataset(dp.native(stored.path), filesystem=dp.filesystem, format="parquet")
-        lazy = pl.scan_pyarrow_dataset(dataset)
-        return lazy.select(list(columns)) if columns else lazy
-
-    def from_table(self, table: pa.Table) -> Any:
-        return super().from_table(table).lazy()
-
-
 class StreamLoader(Loader):
     """``pa.RecordBatchReader``: a lazy stream, one row group in memory; partitions as one stream."""
 
@@ -169,10 +147,9 @@ class StreamLoader(Loader):
     def accepts(cls, tp: Any) -> bool:
         return tp is pa.RecordBatchReader
 
-    def read(
-        self, dp: DataPath, stored: Stored, columns: Sequence[str] | None, progress: Progress | None = None
-    ) -> Any:
-        return _read.read_stream(dp, stored, columns, progress)
+    def read(self, dp: DataPath, target: Target, stored: Stored, columns: Columns, progress: Progress | None) -> Any:
+        reader = _read.read_stream(dp, stored, columns, progress)
+        return guarded_stream(reader, target.label, dp.uri(stored.path))
 
     def load_many(self, parts: Partitions) -> Any:
         return parts.stream()
@@ -188,9 +165,7 @@ class BytesLoader(Loader):
     def accepts(cls, tp: Any) -> bool:
         return tp is bytes
 
-    def read(
-        self, dp: DataPath, stored: Stored, columns: Sequence[str] | None, progress: Progress | None = None
-    ) -> Any:
+    def read(self, dp: DataPath, target: Target, stored: Stored, columns: Columns, progress: Progress | None) -> Any:
         return _read.read_bytes(dp, stored)
 
 
@@ -206,9 +181,7 @@ class BinaryIOLoader(Loader):
             isinstance(tp, type) and issubclass(tp, io.BufferedIOBase)
         )
 
-    def read(
-        self, dp: DataPath, stored: Stored, columns: Sequence[str] | None, progress: Progress | None = None
-    ) -> Any:
+    def read(self, dp: DataPath, target: Target, stored: Stored, columns: Columns, progress: Progress | None) -> Any:
         return _read.chunked_reader(dp, stored)
 
 
@@ -221,9 +194,7 @@ class AnyLoader(Loader):
     def accepts(cls, tp: Any) -> bool:
         return tp in (None, Any, object, type(None)) or tp is typing.Any
 
-    def read(
-        self, dp: DataPath, stored: Stored, columns: Sequence[str] | None, progress: Progress | None = None
-    ) -> Any:
+    def read(self, dp: DataPath, target: Target, stored: Stored, columns: Columns, progress: Progress | None) -> Any:
         if stored.fmt == "raw":
             return _read.read_bytes(dp, stored)
         if stored.fmt == "pickle":
@@ -244,15 +215,13 @@ class ObjectLoader(Loader):
     def accepts(cls, tp: Any) -> bool:
         return True
 
-    def read(
-        self, dp: DataPath, stored: Stored, columns: Sequence[str] | None, progress: Progress | None = None
-    ) -> Any:
+    def read(self, dp: DataPath, target: Target, stored: Stored, columns: Columns, progress: Progress | None) -> Any:
         if stored.fmt == "raw":
             raise TypeError(f"raw bytes cannot be loaded as {self.name}; annotate bytes or BinaryIO")
         if stored.fmt != "pickle":
             raise TypeError(f"a Parquet table cannot be loaded as {self.name}")
         value = _read.read_pickle(dp, stored)
-        target = self.annotation
-        if isinstance(target, type) and not isinstance(value, target):
+        expected = typing.get_origin(self.annotation) or self.annotation  # dict[str, int] -> dict
+        if isinstance(expected, type) and not isinstance(value, expected):
             raise TypeError(f"the stored object is a {type(value).__name__}, not {self.name}")
         return value

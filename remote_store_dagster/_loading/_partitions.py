@@ -20,15 +20,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from remote_store_dagster import _formats as formats
+from remote_store_dagster import _progress
 from remote_store_dagster._errors import RemoteStoreIOError
 from remote_store_dagster._loading import _read
+from remote_store_dagster._loading._dataset import dataset_of
+from remote_store_dagster._loading._refusal import named_refusals
 from remote_store_dagster._loading._schema import SchemaMismatch, conform, unify_schemas
 from remote_store_dagster._signing import SignatureError
 
 if TYPE_CHECKING:
     from remote_store_dagster._loading._loaders import Loader
     from remote_store_dagster._loading._model import DataPath, Stored, Target
-    from remote_store_dagster._progress import Progress
 
 __all__ = ["LOAD_CONCURRENCY", "STREAM_PREFETCH_BYTES", "Partitions"]
 
@@ -41,8 +43,8 @@ STREAM_PREFETCH_BYTES = 16 * 1024 * 1024
 #: What reading one partition may raise besides a refusal: the load names the partition.
 READ_ERRORS = (OSError, pa.ArrowException, TypeError, pickle.UnpicklingError, EOFError, SignatureError)
 
-#: Reads one stored object: ``(data path, object, columns, progress)`` -> value.
-Read = Callable[["DataPath", "Stored", "Sequence[str] | None", "Progress | None"], Any]
+#: Reads one partition's stored object into a value.
+Read = Callable[["Target", "Stored"], Any]
 
 
 @dataclass
@@ -55,15 +57,32 @@ class Partitions:
     #: Partition key -> its object, only for partitions that have one.
     stored: dict[str, Stored]
     columns: Sequence[str] | None
-    progress: Progress
+    #: INFO lines to the run log (progress, the closing line).
+    log: Callable[[str], None]
     #: ``dict[str, T | None]``: a partition without data maps to ``None``.
     item_optional: bool = False
+    progress: _progress.Progress = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.progress = _progress.Progress(
+            self.log, "loaded", self.what, self.uri, interval=_progress.PROGRESS_INTERVAL_SECONDS
+        )
 
     @property
     def owner(self) -> str:
         """What messages about the whole load name (``asset a/b``)."""
         return self.targets[0].owner
+
+    @property
+    def what(self) -> str:
+        """``asset a/b, 3 of 5 partitions``: how the run log names this load."""
+        return f"{self.owner}, {len(self.stored)} of {len(self.targets)} partitions"
+
+    @property
+    def uri(self) -> str:
+        """The asset folder's URI."""
+        return self.dp.uri(self.targets[0].folder)
 
     @property
     def present(self) -> list[Target]:
@@ -86,7 +105,8 @@ class Partitions:
     def _fetch(self, target: Target, read: Read) -> Any:
         stored = self._stored(target)
         try:
-            value = read(self.dp, stored, self.columns, None)
+            with named_refusals(target.label, "GetObject", self.dp.uri(stored.path)):
+                value = read(target, stored)
         except READ_ERRORS as exc:
             raise RemoteStoreIOError(f"{target.label}: cannot load {stored.path}: {exc}") from exc
         rows = value.num_rows if isinstance(value, pa.Table) else None
@@ -110,7 +130,12 @@ class Partitions:
 
     def as_dict(self, loader: Loader) -> dict[str, Any]:
         """``{partition_key: value}`` in partition order, each value read by ``loader``."""
-        loaded = {str(t.partition): v for t, v in self.fetch_all(loader.read)}
+        dp, columns = self.dp, self.columns
+
+        def read(target: Target, stored: Stored) -> Any:
+            return loader.read(dp, target, stored, columns, None)
+
+        loaded = {str(t.partition): v for t, v in self.fetch_all(read)}
         result: dict[str, Any] = {}
         for t in self.targets:
             key = str(t.partition)
@@ -124,7 +149,8 @@ class Partitions:
     def concatenated(self) -> pa.Table:
         """One table: every partition in order, schemas unified (added columns, widened types)."""
         self._require_some()
-        parts = self.fetch_all(_read.read_table)
+        dp, columns = self.dp, self.columns
+        parts = self.fetch_all(lambda _, stored: _read.read_table(dp, stored, columns))
         schema = self._unify([(str(t.partition), v.schema) for t, v in parts])
         table = pa.concat_tables([conform(v, schema) for _, v in parts])
         self.progress.done()
@@ -135,6 +161,19 @@ class Partitions:
             return unify_schemas(schemas)
         except SchemaMismatch as exc:
             raise RemoteStoreIOError(f"{self.owner}: cannot combine partitions: {exc}") from None
+
+    # ------------------------------------------------------------------ lazy
+
+    def dataset(self) -> Any:
+        """A lazy ``pyarrow.dataset`` over the stored partitions (see ``_dataset``), nothing read but a footer."""
+        present = self._require_some()
+        dataset = dataset_of(self.dp, [(t, self._stored(t)) for t in present], self.columns)
+        stored_bytes = sum(self._stored(t).size or 0 for t in present)
+        self.log(
+            f"{self.what}: a lazy dataset over {len(present)} objects "
+            f"({_progress.format_bytes(stored_bytes)} stored) -> {self.uri}"
+        )
+        return dataset
 
     # ------------------------------------------------------------------ one stream
 
@@ -160,7 +199,8 @@ class Partitions:
     def _schema(self, target: Target) -> pa.Schema:
         stored = self._stored(target)
         try:
-            schema: pa.Schema = _read.fragment(self.dp, stored).physical_schema  # footer GET, no HEAD
+            with named_refusals(target.label, "GetObject", self.dp.uri(stored.path)):
+                schema: pa.Schema = _read.fragment(self.dp, stored).physical_schema  # footer GET, no HEAD
             return schema
         except (OSError, pa.ArrowException) as exc:
             raise RemoteStoreIOError(f"{target.label}: cannot read the Parquet footer of {stored.path}: {exc}") from exc
@@ -190,7 +230,8 @@ class Partitions:
                     source: Any = pa.BufferReader(future.result())
                     ahead -= stored.size or 0
                 else:
-                    source = _read.open_file(self.dp, stored)
+                    with named_refusals(target.label, "GetObject", self.dp.uri(stored.path)):
+                        source = _read.open_file(self.dp, stored)
                 fill()
                 try:
                     yield from self._partition_batches(target, source, schema)
@@ -207,17 +248,20 @@ class Partitions:
     def _whole(self, target: Target) -> pa.Buffer:
         stored = self._stored(target)
         try:
-            return _read.read_whole(self.dp, stored)
+            with named_refusals(target.label, "GetObject", self.dp.uri(stored.path)):
+                return _read.read_whole(self.dp, stored)
         except (OSError, pa.ArrowException) as exc:
             raise RemoteStoreIOError(f"{target.label}: cannot load {stored.path}: {exc}") from exc
 
     def _partition_batches(self, target: Target, source: Any, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        stored = self._stored(target)
         try:
-            parquet = pq.ParquetFile(source, buffer_size=formats.READ_BUFFER_BYTES, pre_buffer=False)
-            names = set(parquet.schema_arrow.names)
-            columns = [c for c in schema.names if c in names]
-            for batch in parquet.iter_batches(batch_size=_read.batch_rows(parquet.metadata), columns=columns):
-                self.progress.update(0, batch.num_rows)
-                yield conform(batch, schema)
+            with named_refusals(target.label, "GetObject", self.dp.uri(stored.path)):
+                parquet = pq.ParquetFile(source, buffer_size=formats.READ_BUFFER_BYTES, pre_buffer=False)
+                names = set(parquet.schema_arrow.names)
+                columns = [c for c in schema.names if c in names]
+                for batch in parquet.iter_batches(batch_size=_read.batch_rows(parquet.metadata), columns=columns):
+                    self.progress.update(0, batch.num_rows)
+                    yield conform(batch, schema)
         except (OSError, pa.ArrowException) as exc:
-            raise RemoteStoreIOError(f"{target.label}: cannot load {self._stored(target).path}: {exc}") from exc
+            raise RemoteStoreIOError(f"{target.label}: cannot load {stored.path}: {exc}") from exc

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from remote_store_dagster._loading._lazy import DatasetLoader, DuckDBLoader, LazyFrameLoader
 from remote_store_dagster._loading._loaders import (
     AnyLoader,
     BinaryIOLoader,
     BytesLoader,
-    LazyFrameLoader,
     Loader,
     ObjectLoader,
     PandasLoader,
@@ -39,6 +39,8 @@ LOADERS: tuple[type[Loader], ...] = (
     PandasLoader,
     PolarsLoader,
     LazyFrameLoader,
+    DatasetLoader,
+    DuckDBLoader,
     BytesLoader,
     BinaryIOLoader,
     AnyLoader,
@@ -57,20 +59,27 @@ def loader_for(tp: Any) -> Loader:
 class Request:
     """What an input asked for: its loader, and how the annotation wraps it.
 
-    ``optional``: ``Optional[T]`` / ``T | None`` (nothing stored -> ``None``).
-    ``as_dict``: ``dict[...]`` (several partitions -> ``{key: value}``, ``loader`` reads
-    each value); ``item_optional``: ``dict[str, T | None]`` (a missing partition -> ``None``).
-    ``columns``: input metadata ``columns`` (the projection); ``allow_missing``: input
-    metadata ``allow_missing_partitions``.
+    ``loader`` serves the annotation without ``Optional``: it reads one object (a
+    ``dict[str, int]`` over an unpartitioned pickled dict is that dict) and decides what
+    several partitions become. ``item`` is set for ``dict[...]`` annotations: several
+    partitions load as ``{key: value}``, each value read by ``item``. ``optional``:
+    ``Optional[T]`` / ``T | None`` (nothing stored -> ``None``); ``item_optional``:
+    ``dict[str, T | None]`` (a missing partition -> ``None``). ``columns``: input metadata
+    ``columns`` (the projection); ``allow_missing``: input metadata ``allow_missing_partitions``.
     """
 
     loader: Loader
     annotation: Any
+    item: Loader | None = None
     optional: bool = False
-    as_dict: bool = False
     item_optional: bool = False
     columns: tuple[str, ...] | None = None
     allow_missing: bool = False
+
+    @property
+    def as_dict(self) -> bool:
+        """Several partitions load as ``{partition_key: value}``."""
+        return self.item is not None
 
 
 def _strip_optional(tp: Any) -> tuple[bool, Any]:
@@ -96,14 +105,12 @@ def request_for(annotation: Any, *, columns: Sequence[Any] | None = None, allow_
     projection = tuple(str(c) for c in columns) if columns is not None else None
     optional, tp = _strip_optional(annotation)
     as_dict, inner = _dict_value_type(tp)
-    item_optional = False
-    if as_dict:
-        item_optional, inner = _strip_optional(inner)
+    item_optional, inner = _strip_optional(inner) if as_dict else (False, inner)
     return Request(
-        loader_for(inner),
+        loader_for(tp),
         annotation,
+        item=loader_for(inner) if as_dict else None,
         optional=optional,
-        as_dict=as_dict,
         item_optional=item_optional,
         columns=projection,
         allow_missing=allow_missing,
