@@ -5,6 +5,7 @@ by partition, then a downstream asset reads them all with each annotation.
 """
 
 import gc
+import json
 import logging
 import pickle
 import threading
@@ -16,6 +17,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
+from conftest import BUCKET
 from dagster import (
     AllPartitionMapping,
     AssetExecutionContext,
@@ -1057,3 +1059,84 @@ def test_lazy_inputs_push_filters_and_projections_down_to_the_requests(seaweedfs
         assert one_column < 0.4 * everything, (label, one_column, everything)
     assert "httpfs" not in got["duckdb extensions"], got["duckdb extensions"]
     print(f"\nlazy inputs on the wire (filter: requests; column, all: bytes fetched): {counts}")
+
+
+# ----------------------------------------------------------------------------- refused loads
+
+
+def _deny(client: Any, action: str, resource: str) -> None:
+    statement = {"Effect": "Deny", "Principal": "*", "Action": action, "Resource": resource}
+    client.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
+
+
+@pytest.mark.parametrize("backend_kind", ["seaweedfs", "plain_s3"], indirect=True)
+def test_refused_loads_name_the_asset_partition_operation_and_permission(
+    io_manager: RemoteStoreIOManager, seaweedfs_server: Any, unique_root: str
+) -> None:
+    """A bucket policy denies ``s3:GetObject`` below the store, then ``s3:ListBucket``: every load fails with a
+    ``RemoteStoreIOError`` naming the asset, the partition, the S3 operation and the IAM permission."""
+    import pyarrow.dataset as ds
+
+    write_partitions(io_manager, chunk, KEYS)
+
+    @asset
+    def whole() -> pa.Table:
+        return pa.table({"v": [1, 2]})
+
+    assert materialize([whole], resources={"io_manager": io_manager}).success
+
+    @asset(ins={"whole": AssetIn()})
+    def one(whole: pa.Table) -> None:
+        pass
+
+    @asset(partitions_def=PARTS, ins={"chunk": AssetIn()})
+    def one_partition(chunk: bytes) -> None:
+        pass
+
+    @asset(ins={"chunk": AssetIn()})
+    def combined(chunk: pa.Table) -> None:
+        pass
+
+    @asset(ins={"chunk": AssetIn()})
+    def streamed(chunk: pa.RecordBatchReader) -> None:
+        pass
+
+    @asset(ins={"chunk": AssetIn()})
+    def as_dataset(chunk: ds.Dataset) -> None:
+        pass
+
+    def refusal(consumer: Any, key: str | None = None) -> str:
+        upstream = whole if consumer is one else chunk
+        result = run_consumer(io_manager, upstream, consumer, raise_on_error=False, partition_key=key)
+        assert not result.success
+        return failure_text(result)
+
+    folder = f"s3://{BUCKET}/{unique_root}/wh"
+    need = "the credentials need the IAM permission"
+    client = seaweedfs_server.client()
+    try:
+        _deny(client, "s3:GetObject", f"arn:aws:s3:::{BUCKET}/{unique_root}/*")
+        expected = {
+            (one, None): f"asset whole: S3 denied HeadObject (AccessDenied) for {folder}/whole/data.parquet: {need} "
+            "s3:GetObject",
+            (one_partition, "k10"): "asset chunk partition 'k10': S3 denied HeadObject (AccessDenied) for "
+            f"{folder}/chunk/partition=k10/data.bin: {need} s3:GetObject",
+            (combined, None): "asset chunk partition 'k03': S3 denied GetObject (AccessDenied) for "
+            f"{folder}/chunk/partition=k03/data.parquet: {need} s3:GetObject",
+            (streamed, None): f"asset chunk partition 'k03': S3 denied GetObject (AccessDenied) for {folder}/chunk/",
+            (as_dataset, None): "asset chunk partition 'k07': S3 denied GetObject (AccessDenied) for "
+            f"{folder}/chunk/partition=k07/data.parquet: {need} s3:GetObject",
+        }
+        for (consumer, key), message in expected.items():
+            text = refusal(consumer, key)
+            assert f"RemoteStoreIOError: {message}" in text, (consumer.key, text)
+
+        _deny(client, "s3:ListBucket", f"arn:aws:s3:::{BUCKET}")
+        text = refusal(combined)
+        message = (
+            f"asset chunk partitions 'k03'..'k07': S3 denied ListObjectsV2 (AccessDenied) for {folder}/chunk/: "
+            f"{need} s3:ListBucket"
+        )
+        assert f"RemoteStoreIOError: {message}" in text, text
+    finally:
+        client.delete_bucket_policy(Bucket=BUCKET)
