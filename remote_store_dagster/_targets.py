@@ -32,6 +32,16 @@ class Target:
     partition: str | None = None
     #: For op outputs: what it is, e.g. ``output 'result' of step 'my_op' (run 1234)``.
     op_output: str | None = None
+    #: The partition's Hive dimensions (``(("date", "2024-01-01"),)``): a dataset load makes them columns.
+    dims: tuple[tuple[str, str], ...] = ()
+    #: The asset's folder, which holds every partition (several partitions are listed from it);
+    #: ``None``: the output's own folder.
+    asset_folder: str | None = None
+
+    @property
+    def folder(self) -> str:
+        """The folder a load of this output (or of several partitions with it) lists or reads as a dataset."""
+        return self.asset_folder if self.asset_folder is not None else self.location.folder
 
     @property
     def key(self) -> str:
@@ -64,13 +74,15 @@ def asset_targets(
     asset = "/".join(asset_path)
     if keys is None:
         return {"": Target(layout.asset_location(prefix, asset_path), asset)}
+    folder = layout.asset_folder(prefix, asset_path)
     targets = {}
     for key in keys:
+        dims = partition_dims(partitions_def, key, column)
         try:
-            location = layout.partition_location(prefix, asset_path, partition_dims(partitions_def, key, column))
+            location = layout.partition_location(prefix, asset_path, dims)
         except ValueError as exc:
             raise RemoteStoreIOError(f"asset {asset} partition {key!r}: {exc}") from None
-        targets[key] = Target(location, asset, key)
+        targets[key] = Target(location, asset, key, dims=tuple(dims.items()), asset_folder=folder)
     return targets
 
 

@@ -221,24 +221,17 @@ class RemoteStoreIOManager(ConfigurableIOManager):
         )
         return loading.load(self.data_path, self._input_targets(context), request, context.log)
 
-    def _input_targets(self, context: InputContext) -> list[loading.Target]:
+    def _input_targets(self, context: InputContext) -> list[Target]:
         """What the input covers: its upstream op output or asset, or the asset's partitions in order."""
-        prefix = self._validated_prefix()
         if not context.has_asset_key:
             if context.upstream_output is None:
                 raise RemoteStoreIOError(f"input {context.name!r}: has neither an asset key nor an upstream output")
-            run_id, step_key, *rest = context.upstream_output.get_identifier()
-            return [loading.Target.for_step_output(prefix, run_id, step_key, "/".join(rest))]
-        asset_path = context.asset_key.path
-        if not context.has_asset_partitions:
-            return [loading.Target.for_asset(prefix, asset_path)]
+            return [self._op_target(context.upstream_output.get_identifier())]
         upstream_metadata = context.upstream_output.definition_metadata if context.upstream_output else None
         column = self._partition_column(upstream_metadata)
-        partitions_def = context.asset_partitions_def
-        return [
-            loading.Target.for_asset(prefix, asset_path, key, partition_dims(partitions_def, key, column))
-            for key in context.asset_partition_keys
-        ]
+        keys = list(context.asset_partition_keys) if context.has_asset_partitions else None
+        partitions_def = context.asset_partitions_def if keys is not None else None
+        return list(self._asset_targets(context.asset_key.path, partitions_def, keys, column).values())
 
 
 def _requested_type(context: InputContext) -> Any:

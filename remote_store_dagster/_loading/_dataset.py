@@ -31,7 +31,8 @@ from remote_store_dagster._loading._refusal import named_refusals
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from remote_store_dagster._loading._model import DataPath, Stored, Target
+    from remote_store_dagster._loading._model import DataPath, Stored
+    from remote_store_dagster._targets import Target
 
 __all__ = ["dataset_of"]
 

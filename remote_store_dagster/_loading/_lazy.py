@@ -19,9 +19,10 @@ from remote_store_dagster._loading._loaders import Loader, loaded_module
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from remote_store_dagster._loading._model import DataPath, Stored, Target
+    from remote_store_dagster._loading._model import DataPath, Stored
     from remote_store_dagster._loading._partitions import Partitions
     from remote_store_dagster._progress import Progress
+    from remote_store_dagster._targets import Target
 
 __all__ = ["DatasetLoader", "DuckDBLoader", "LazyFrameLoader"]
 

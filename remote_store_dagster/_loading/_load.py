@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from remote_store_dagster._loading._loaders import Loader
-    from remote_store_dagster._loading._model import DataPath, Stored, Target
+    from remote_store_dagster._loading._model import DataPath, Stored
     from remote_store_dagster._loading._router import Request
+    from remote_store_dagster._targets import Target
 
 __all__ = ["RunLog", "load"]
 
@@ -94,7 +95,7 @@ def _cannot_load_as(dp: DataPath, target: Target, other: Stored, loader: Loader)
 
 def load_many(dp: DataPath, targets: Sequence[Target], request: Request, log: RunLog) -> Any:
     """Several partitions: one listing, concurrent fetches, partition order kept."""
-    owner = targets[0].owner
+    owner = targets[0].asset_label
     if request.item is None and not request.loader.several:
         raise RemoteStoreIOError(
             f"{owner}: {len(targets)} partitions can only be loaded as one table/frame/batch stream or "
@@ -139,7 +140,7 @@ def _check_missing(dp: DataPath, missing: list[Target], request: Request, log: R
             "to skip missing partitions"
         )
     log.warning(
-        f"{missing[0].owner}: skipping {len(missing)} partition(s) with no stored data "
+        f"{missing[0].asset_label}: skipping {len(missing)} partition(s) with no stored data "
         f"(allow_missing_partitions): {[m.partition for m in missing[:10]]}"
     )
 

@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 
     Columns = Sequence[str] | None
 
-    from remote_store_dagster._loading._model import DataPath, Stored, Target
+    from remote_store_dagster._loading._model import DataPath, Stored
     from remote_store_dagster._loading._partitions import Partitions
     from remote_store_dagster._progress import Progress
+    from remote_store_dagster._targets import Target
 
 __all__ = [
     "AnyLoader",

@@ -17,7 +17,8 @@ from remote_store_dagster._loading._model import Stored
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
-    from remote_store_dagster._loading._model import DataPath, Target
+    from remote_store_dagster._loading._model import DataPath
+    from remote_store_dagster._targets import Target
 
 __all__ = ["ANY_FORMATS", "find_many", "find_one", "list_folder", "pick"]
 

@@ -30,7 +30,8 @@ from remote_store_dagster._signing import SignatureError
 
 if TYPE_CHECKING:
     from remote_store_dagster._loading._loaders import Loader
-    from remote_store_dagster._loading._model import DataPath, Stored, Target
+    from remote_store_dagster._loading._model import DataPath, Stored
+    from remote_store_dagster._targets import Target
 
 __all__ = ["LOAD_CONCURRENCY", "STREAM_PREFETCH_BYTES", "Partitions"]
 
@@ -72,7 +73,7 @@ class Partitions:
     @property
     def owner(self) -> str:
         """What messages about the whole load name (``asset a/b``)."""
-        return self.targets[0].owner
+        return self.targets[0].asset_label
 
     @property
     def what(self) -> str:
