@@ -56,7 +56,7 @@ def dataset_of(dp: DataPath, found: Sequence[tuple[Target, Stored]], columns: Se
     if columns is not None:
         names = set(schema.names)
         schema = pa.schema([schema.field(c) for c in columns if c in names], metadata=schema.metadata)
-    return ds.FileSystemDataset(fragments, schema, ds.ParquetFileFormat(), dp.filesystem)
+    return ds.FileSystemDataset(fragments, schema, _read.parquet_format(), dp.filesystem)
 
 
 def _partition_expression(target: Target) -> Any:

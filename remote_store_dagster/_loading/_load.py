@@ -83,7 +83,7 @@ def load_one(dp: DataPath, target: Target, request: Request, log: RunLog) -> Any
     try:
         with named_refusals(target.label, "GetObject", uri):
             return loader.read(dp, target, found, request.columns, progress)
-    except (pa.ArrowInvalid, KeyError, TypeError, SignatureError) as exc:
+    except (OSError, pa.ArrowException, KeyError, TypeError, SignatureError) as exc:
         raise RemoteStoreIOError(f"{target.label}: cannot load {uri}: {exc}") from exc
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from remote_store_dagster import _formats as formats
 from remote_store_dagster import _progress
@@ -258,7 +257,7 @@ class Partitions:
         stored = self._stored(target)
         try:
             with named_refusals(target.label, "GetObject", self.dp.uri(stored.path)):
-                parquet = pq.ParquetFile(source, buffer_size=formats.READ_BUFFER_BYTES, pre_buffer=False)
+                parquet = _read.parquet_file(source, buffer_size=formats.READ_BUFFER_BYTES, pre_buffer=False)
                 names = set(parquet.schema_arrow.names)
                 columns = [c for c in schema.names if c in names]
                 for batch in parquet.iter_batches(batch_size=_read.batch_rows(parquet.metadata), columns=columns):

@@ -69,12 +69,28 @@ def fragment(dp: DataPath, stored: Stored, partition_expression: Any = None) -> 
     S3 object with a known size, so reading through it sends no HEAD: one GET
     for the footer, then the column chunks (as ``pyarrow.dataset`` does).
     """
-    import pyarrow.dataset as ds
-
     native = dp.native(stored.path)
-    return ds.ParquetFileFormat().make_fragment(
+    return parquet_format().make_fragment(
         native, filesystem=dp.filesystem, partition_expression=partition_expression, file_size=stored.size
     )
+
+
+def parquet_format() -> Any:
+    """Parquet as every load reads it: page checksums verified as the pages are read.
+
+    The IO manager writes a CRC32 per page (``page_checksums``); a page whose bytes
+    changed in storage fails its load instead of decoding wrong values. Pages
+    written without one (older objects, other tools) are read as before.
+    """
+    import pyarrow.dataset as ds
+
+    options = ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+    return ds.ParquetFileFormat(default_fragment_scan_options=options)
+
+
+def parquet_file(source: Any, **options: Any) -> pq.ParquetFile:
+    """``pq.ParquetFile`` with page checksums verified (see ``parquet_format``)."""
+    return pq.ParquetFile(source, page_checksum_verification=True, **options)
 
 
 def read_whole(dp: DataPath, stored: Stored) -> pa.Buffer:
@@ -140,7 +156,7 @@ def read_table(
             progress.done()
         return table
     if columns is None and not stored.listed:
-        return pq.ParquetFile(pa.BufferReader(read_whole(dp, stored))).read(use_threads=False)
+        return parquet_file(pa.BufferReader(read_whole(dp, stored))).read(use_threads=False)
     part = fragment(dp, stored)  # footer, then the column chunks; no HEAD
     columns = present_columns(columns, part.physical_schema)
     return part.to_table(columns=columns, use_threads=False, memory_pool=dp.memory_pool)
@@ -200,7 +216,7 @@ def batch_reader(open_source: Callable[[], Any], columns: Sequence[str] | None) 
     """A lazy RecordBatchReader over one Parquet file: one row group in memory at a time."""
     source = open_source()
     # pre_buffer (pyarrow's default) caches every requested row group: the whole file.
-    parquet = pq.ParquetFile(source, buffer_size=formats.READ_BUFFER_BYTES, pre_buffer=False)
+    parquet = parquet_file(source, buffer_size=formats.READ_BUFFER_BYTES, pre_buffer=False)
     schema = parquet.schema_arrow
     wanted = list(columns) if columns is not None else None
     if wanted is not None:

@@ -58,10 +58,14 @@ def named_refusals(label: str, operation: str, where: str) -> Iterator[None]:
 
 
 def guarded_stream(reader: pa.RecordBatchReader, label: str, where: str) -> pa.RecordBatchReader:
-    """``reader``, with a refusal while the consumer reads it named as ``named_refusals`` does."""
+    """``reader``, with a failure while the consumer reads it named: a refusal as ``named_refusals`` does,
+    a damaged object (a page checksum that does not match, a truncated file) as ``cannot load``."""
 
     def batches() -> Iterator[pa.RecordBatch]:
-        with named_refusals(label, "GetObject", where):
-            yield from reader
+        try:
+            with named_refusals(label, "GetObject", where):
+                yield from reader
+        except (OSError, pa.ArrowException) as exc:
+            raise RemoteStoreIOError(f"{label}: cannot load {where}: {exc}") from exc
 
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
