@@ -40,14 +40,17 @@ STORE = "lake"
 PREFIX = "shared"
 #: 121 daily partitions (2024 is a leap year).
 DAYS = DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-05-01")
-#: Partitions per run of a backfill, per location: 2 runs (ingest) and 3 runs (sales) for all days.
-#: Distinct on purpose: Dagster 1.13 groups a backfill's run requests by partitions definition and
-#: backfill policy only, so equal policies put both locations' assets into one run request, which
-#: no code location can execute ("Failed to target asset selection ... in run after retrying").
-PARTITIONS_PER_RUN = {"ingest": 61, "sales": 41}
+#: Backfill policy per location: one run per location for a backfill of every day. Distinct on
+#: purpose: Dagster 1.13 groups a backfill's run requests by partitions definition and backfill
+#: policy only, so equal policies put both locations' assets into one run request, which no code
+#: location can execute ("Failed to target asset selection ... in run after retrying").
+BACKFILL_POLICY = {
+    "ingest": BackfillPolicy.single_run(),
+    "sales": BackfillPolicy.multi_run(max_partitions_per_run=len(DAYS.get_partition_keys())),
+}
 ROOTS = ("events", "users", "orders", "metrics")
 ROWS_PER_PARTITION = 500
-PRELOAD = ["dagster", "pyarrow", "pyarrow.parquet", "remote_store_dagster", "prod_shape.locations"]
+PRELOAD = ["dagster", "pyarrow", "pyarrow.parquet", "s3fs", "remote_store_dagster", "prod_shape.locations"]
 #: 1 MiB of incompressible floats per batch of slow_stream.
 STREAM_BATCH_ROWS = 131_072
 
@@ -78,7 +81,7 @@ def _root_asset(location: str, name: str):  # type: ignore[no-untyped-def]
         name=name,
         key_prefix=[location],
         partitions_def=DAYS,
-        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=PARTITIONS_PER_RUN[location]),
+        backfill_policy=BACKFILL_POLICY[location],
         group_name=location,
     )
     def root(context: AssetExecutionContext) -> dict[str, pa.Table]:
@@ -92,7 +95,7 @@ def _summary_asset(location: str):  # type: ignore[no-untyped-def]
         name="summary",
         key_prefix=[location],
         partitions_def=DAYS,
-        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=PARTITIONS_PER_RUN[location]),
+        backfill_policy=BACKFILL_POLICY[location],
         group_name=location,
         ins={"events": AssetIn(key=[location, "events"]), "users": AssetIn(key=[location, "users"])},
     )
