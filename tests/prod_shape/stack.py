@@ -415,10 +415,11 @@ def main(argv: list[str] | None = None) -> int:
         "--base",
         type=Path,
         default=Path(os.environ.get("RSD_PROD_DIR", str(REPO_ROOT / ".prod-shape"))),
-        help="logs, S3 data and Dagster home (PostgreSQL lives in a temporary directory)",
+        help="logs, S3 data, PostgreSQL data and Dagster home (kept for the next start)",
     )
     args = parser.parse_args(argv)
-    stack = ProdStack(base=args.base, ui_port=args.port)
+    base = args.base.resolve()
+    stack = ProdStack(base=base, ui_port=args.port, postgres=PostgresServer(data_dir=base / "postgres"))
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
