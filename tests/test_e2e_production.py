@@ -338,7 +338,8 @@ def test_backfill_across_both_locations_while_cleanup_sensors_run(stack: ProdSta
         assert location == key.split("/")[2], (key, location)
         assert rows == (1 if "/summary/" in key else ROWS_PER_PARTITION), (key, rows)
     timing = ", ".join(
-        f"queued {r['startTime'] - r['creationTime']:.0f}s ran {r['endTime'] - r['startTime']:.0f}s" for r in state["runs"]
+        f"queued {r['startTime'] - r['creationTime']:.0f}s, ran {r['endTime'] - r['startTime']:.0f}s"
+        for r in state["runs"]
     )
     print(f"\nbackfill of {len(ALL_DAYS)} partitions x {len(assets)} assets: {ended - started:.0f}s ({timing})")
 
