@@ -38,8 +38,8 @@ from remote_store_dagster import RemoteStoreIOManager, RemoteStoreResource, buil
 STORE = "lake"
 #: The store prefix both code locations write below.
 PREFIX = "shared"
-#: 121 daily partitions (2024 is a leap year).
-DAYS = DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-05-01")
+#: 100 daily partitions, 2024-01-01 .. 2024-04-09.
+DAYS = DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-04-10")
 #: Backfill policy per location: one run per location for a backfill of every day. Distinct on
 #: purpose: Dagster 1.13 groups a backfill's run requests by partitions definition and backfill
 #: policy only, so equal policies put both locations' assets into one run request, which no code
