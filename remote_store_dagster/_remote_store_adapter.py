@@ -12,6 +12,9 @@ lands, only this module has to change.
 from __future__ import annotations
 
 import inspect
+import logging
+import os
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from remote_store import Backend, Registry, Store
 
 S3_PYARROW = "s3-pyarrow"
+
+log = logging.getLogger(__name__)
 
 
 def registered_backend_class(backend_type: str) -> type[Backend] | None:
@@ -89,14 +94,32 @@ def tune_s3_pyarrow(backend: Backend, *, session_token: str | None = None) -> No
         return
     b: Any = backend
     kwargs: dict[str, Any] = {"anonymous": False, "background_writes": False}
-    if b._key is not None:
+    region = b._region_name
+    if b._key is None and b._secret is None and not b._client_options.get("anon"):
+        chain = default_chain_credentials(b._client_options.get("profile"))
+        if chain is not None:
+            region = region or chain.region
+            if chain.pyarrow_own_chain:
+                log.debug("s3-pyarrow: PyArrow resolves %s credentials itself (same source as botocore)", chain.method)
+            else:
+                kwargs.update(access_key=chain.access_key, secret_key=chain.secret_key)
+                if chain.token:
+                    kwargs["session_token"] = chain.token
+            if chain.static:
+                # s3fs gets exactly these too, instead of resolving the chain a second time.
+                b._key, b._secret = chain.access_key, chain.secret_key
+                if chain.token:
+                    b._client_options = {**b._client_options, "token": chain.token}
+    elif b._client_options.get("anon"):
+        kwargs["anonymous"] = True
+    if b._key is not None and "access_key" not in kwargs and not kwargs["anonymous"]:
         kwargs["access_key"] = b._key
-    if b._secret is not None:
+    if b._secret is not None and "secret_key" not in kwargs and not kwargs["anonymous"]:
         kwargs["secret_key"] = b._secret
     if session_token:
         kwargs["session_token"] = session_token
-    if b._region_name is not None:
-        kwargs["region"] = b._region_name
+    if region is not None:
+        kwargs["region"] = region
     endpoint: str | None = b._endpoint_url
     if endpoint:
         scheme, sep, rest = endpoint.partition("://")
@@ -114,6 +137,111 @@ def tune_s3_pyarrow(backend: Backend, *, session_token: str | None = None) -> No
     b._pa_fs_instance = S3FileSystem(**kwargs)
 
 
+#: botocore credential methods whose source PyArrow's AWS SDK (C++) reads the same way and refreshes
+#: itself: web identity (IRSA), ECS/EKS container credentials, EC2 instance metadata.
+_SHARED_REFRESHING_SOURCES = frozenset({"assume-role-with-web-identity", "container-role", "iam-role"})
+
+
+@dataclass(frozen=True)
+class ChainCredentials:
+    """What botocore's default chain resolved; ``repr`` never shows the secret or the token."""
+
+    method: str
+    access_key: str
+    secret_key: str = field(repr=False)
+    token: str | None = field(repr=False)
+    region: str | None
+    #: Long-lived keys (environment, shared files): both paths are given these exact keys.
+    static: bool
+    #: Temporary credentials PyArrow's own chain fetches from the same source and refreshes.
+    pyarrow_own_chain: bool
+    expiry: str | None = None
+
+
+def default_chain_credentials(profile: str | None = None) -> ChainCredentials | None:
+    """Resolve the AWS default credential chain once, the way s3fs (botocore) will.
+
+    With no key or secret configured, PyArrow's C++ SDK and s3fs's botocore each walk their own
+    chain, and the chains differ: botocore takes a web identity (IRSA) before static keys in
+    ``~/.aws/credentials``, the C++ SDK the other way round; only botocore knows SSO, ``role_arn``
+    + ``source_profile`` profiles, custom STS endpoints (``AWS_ENDPOINT_URL_STS``) and a ``profile``
+    passed to s3fs; and a C++ chain that finds nothing sends unsigned requests. So botocore decides,
+    and PyArrow follows:
+
+    * static keys (environment, shared credentials/config file, ``credential_process`` without
+      expiry): both paths get exactly these keys;
+    * temporary credentials from a web identity, container or instance-metadata source, when the
+      C++ SDK would reach the same source (no static keys shadowing it in its profile, no custom
+      STS endpoint, no ``profile`` option): PyArrow keeps its own chain, which refreshes them;
+    * any other temporary credentials: PyArrow gets botocore's current ones (a WARNING names
+      their expiry; a step running past it must be retried).
+
+    Returns ``None`` when the chain finds nothing (both paths then behave as before).
+    """
+    import botocore.credentials
+    import botocore.session
+
+    session = botocore.session.Session(profile=profile)
+    credentials = session.get_credentials()
+    if credentials is None:
+        return None
+    refreshing = isinstance(credentials, botocore.credentials.RefreshableCredentials)
+    frozen = credentials.get_frozen_credentials()
+    method = str(credentials.method)
+    region = session.get_config_variable("region")
+    expiry = None
+    if refreshing:
+        expiry_time = getattr(credentials, "_expiry_time", None)
+        expiry = expiry_time.isoformat() if expiry_time is not None else None
+    own_chain = refreshing and method in _SHARED_REFRESHING_SOURCES and _cpp_chain_reaches_same_source(profile)
+    if refreshing and not own_chain:
+        log.warning(
+            "s3-pyarrow: PyArrow's data path uses temporary %s credentials resolved by botocore, valid until %s; "
+            "steps running past that fail and must be retried (use static keys, IRSA or instance roles "
+            "for longer steps)",
+            method,
+            expiry or "unknown",
+        )
+    return ChainCredentials(
+        method=method,
+        access_key=frozen.access_key,
+        secret_key=frozen.secret_key,
+        token=frozen.token,
+        region=str(region) if region else None,
+        static=not refreshing,
+        pyarrow_own_chain=own_chain,
+        expiry=expiry,
+    )
+
+
+def _cpp_chain_reaches_same_source(profile: str | None) -> bool:
+    """Whether the C++ SDK's default chain ends at the source botocore used (see above)."""
+    import configparser
+
+    if profile is not None:
+        return False  # PyArrow cannot be given a profile; only AWS_PROFILE reaches it
+    if os.environ.get("AWS_ENDPOINT_URL_STS") or os.environ.get("AWS_ENDPOINT_URL"):
+        return False
+    name = os.environ.get("AWS_DEFAULT_PROFILE") or os.environ.get("AWS_PROFILE") or "default"
+    home = os.path.expanduser("~")
+    files = (
+        (os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.join(home, ".aws", "credentials"), name),
+        (os.environ.get("AWS_CONFIG_FILE") or os.path.join(home, ".aws", "config"), f"profile {name}"),
+    )
+    for path, section in files:
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path)
+        except (OSError, configparser.Error):
+            continue
+        for candidate in {section, name}:
+            if parser.has_section(candidate) and (
+                parser.has_option(candidate, "aws_access_key_id") or parser.has_option(candidate, "credential_process")
+            ):
+                return False  # the C++ chain reads these before web identity / metadata
+    return True
+
+
 def pyarrow_filesystem(store: Store) -> pafs.S3FileSystem:
     from pyarrow.fs import S3FileSystem
 
@@ -129,7 +257,15 @@ def s3fs_filesystem(store: Store) -> s3fs.S3FileSystem:
     return fs
 
 
-_SHARED_SESSIONS: dict[tuple[int, str], Any] = {}
+_SHARED_SESSIONS: dict[tuple[int, str, str], Any] = {}
+
+
+def _aws_environment_digest() -> str:
+    """A digest (not the values: they include secrets) of every ``AWS_*`` variable."""
+    import hashlib
+
+    aws = sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
+    return hashlib.sha256(repr(aws).encode()).hexdigest()
 
 
 def share_botocore_session(fs: s3fs.S3FileSystem) -> None:
@@ -145,11 +281,9 @@ def share_botocore_session(fs: s3fs.S3FileSystem) -> None:
     """
     if fs.session is not None or fs._s3 is not None:  # already connected: nothing to share
         return
-    import os
-
     import aiobotocore.session  # type: ignore[import-untyped]
 
-    key = (os.getpid(), repr(sorted(fs.kwargs.items())))
+    key = (os.getpid(), repr(sorted(fs.kwargs.items())), _aws_environment_digest())
     session = _SHARED_SESSIONS.get(key)
     if session is None:
         session = _SHARED_SESSIONS.setdefault(key, aiobotocore.session.AioSession(**fs.kwargs))

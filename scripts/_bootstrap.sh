@@ -72,3 +72,20 @@ ensure_s3rver() {
     (cd "$dest" && npm ci --no-audit --no-fund --loglevel=error >&2)
     echo "$want" > "$stamp"
 }
+
+ensure_postgres() {
+    # Debian's PostgreSQL server (initdb, postgres) for the production-shape stack (scripts/prod-shape,
+    # tests/test_e2e_production.py): the Dagster instance's storage. tests/prod_shape/postgres.py runs
+    # a private cluster on a free port; nothing is configured system-wide.
+    if compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1; then
+        return 0
+    fi
+    if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null 2>&1; then
+        echo ">> installing Debian postgresql for the production-shape stack" >&2
+        apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+    else
+        echo "error: the production-shape stack needs PostgreSQL's server: sudo apt-get install postgresql" >&2
+        exit 1
+    fi
+}

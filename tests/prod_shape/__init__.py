@@ -1,0 +1,1 @@
+"""The production-shape stack (``scripts/prod-shape``): Postgres, daemon, webserver, two gRPC code locations."""
