@@ -1,6 +1,6 @@
 """An injected clock for the cleanup sensor, so grace tests never race the wall clock.
 
-The sensor reads ``datetime.now(UTC)`` once per tick (``cleanup.datetime``).
+The sensor reads ``datetime.now(UTC)`` once per tick (``cleanup.tick.datetime``).
 Tests freeze that reading at a chosen instant; object and upload times still
 come from the real servers. ``young_boundary`` separates "old" objects from
 "young" ones by a whole second, because S3 reports modification times in
@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from remote_store_dagster import cleanup as cleanup_module
+from remote_store_dagster.cleanup import tick as tick_module
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -36,7 +36,7 @@ def frozen_sensor_clock(monkeypatch: pytest.MonkeyPatch, at: datetime) -> Iterat
             return at.astimezone(tz) if tz is not None else at.replace(tzinfo=None)
 
     with monkeypatch.context() as patch:
-        patch.setattr(cleanup_module, "datetime", Frozen)
+        patch.setattr(tick_module, "datetime", Frozen)
         yield
 
 

@@ -656,7 +656,7 @@ def test_clear_errors(env: Env) -> None:
 
 def test_no_key_escapes_its_folder() -> None:
     from remote_store_dagster import _layout
-    from remote_store_dagster._cleanup_plan import StoredObject, locate
+    from remote_store_dagster.cleanup.plan import StoredObject, locate
 
     now = datetime.now(UTC)
     odd = ["a/b", "x=y", "..", ".", "_staging", "ünï cödé", "%2F", "k=v/../../etc"]

@@ -371,8 +371,7 @@ def test_a_plan_reaching_outside_the_prefix_stops_before_deleting_anything(
     """The last safety net: if a policy ever chose a path outside ``<prefix>/`` (a bug), the tick
     refuses and deletes nothing at all, not even the legitimate leftovers. The bug is injected by
     wrapping the real leftover policy."""
-    from remote_store_dagster import _cleanup_plan as plan_mod
-    from remote_store_dagster import cleanup as cleanup_module
+    from remote_store_dagster.cleanup import plan as plan_mod
 
     resource = make_remote_store("local")
     store = resource.get_store("lake")
@@ -385,9 +384,9 @@ def test_a_plan_reaching_outside_the_prefix_stops_before_deleting_anything(
     def buggy_leftovers(plan: Any, prefix: str, located: Any, *args: Any) -> None:
         real(plan, prefix, located, *args)
         outside = plan_mod.locate(prefix, plan_mod.StoredObject(sibling, 1, datetime.now(UTC)))
-        plan.add(outside, plan_mod.LEFTOVER)
+        plan.add(outside, plan_mod.Policy.LEFTOVER)
 
-    monkeypatch.setattr(cleanup_module.plan_mod, "leftovers", buggy_leftovers)
+    monkeypatch.setattr(plan_mod, "leftovers", buggy_leftovers)
     sensor = build_cleanup_sensor(store="lake", prefix=PREFIX, leftover_grace=GRACE)
     try:
         with (
@@ -443,20 +442,17 @@ def test_leftover_deletes_are_sent_while_the_listing_is_still_paging(
 def test_the_pipelined_deleter_refuses_a_path_outside_the_prefix_before_sending_it(
     make_remote_store: Callable[..., RemoteStoreResource],
 ) -> None:
-    """Leftover deletes are sent in batches of 1000 while the listing pages, before the tick's plan-wide
-    check: so the deleter itself refuses any path outside ``<prefix>/`` (here the 1000th, which would
-    otherwise complete a batch and be sent at once)."""
-    from types import SimpleNamespace
-
+    """Leftover deletes are sent in batches of 1000 while the listing pages, and the deleter is the one
+    scope check: it refuses any path outside ``<prefix>/`` before sending it (here the 1000th, which
+    would otherwise complete a batch and be sent at once)."""
     from remote_store_dagster._storage import storage_for
-    from remote_store_dagster.cleanup import _Deleter
+    from remote_store_dagster.cleanup.deleter import Deleter
 
     resource = make_remote_store("seaweedfs")
     store = resource.get_store("lake")
     sibling = f"{PREFIX}x/_staging/{uuid.uuid4().hex}.data.parquet"  # shares the string prefix "lake1"
     store.write(sibling, b"x")
-    tick_facts = SimpleNamespace(config=SimpleNamespace(prefix=PREFIX, dry_run=False), where="test tick")
-    deleter = _Deleter(tick_facts, storage_for(store))  # type: ignore[arg-type]
+    deleter = Deleter(storage_for(store), PREFIX, dry_run=False, where="test tick")
     try:
         for i in range(999):
             deleter.add(f"{PREFIX}/_staging/{i:04d}.data.parquet")

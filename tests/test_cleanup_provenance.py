@@ -30,7 +30,8 @@ from remote_store import Store
 
 from remote_store_dagster import RemoteStoreResource
 from remote_store_dagster._provenance import Provenance, sidecar_path
-from remote_store_dagster.cleanup import MAX_PENDING_WIPES, _next_cursor, build_cleanup_sensor
+from remote_store_dagster.cleanup import build_cleanup_sensor
+from remote_store_dagster.cleanup.catalog import MAX_PENDING_WIPES, WipeCursor, next_cursor
 from remote_store_dagster.io_manager import RemoteStoreIOManager
 
 BUCKET = "rsd-test"  # conftest.BUCKET
@@ -467,11 +468,11 @@ def test_dry_run_reports_the_same_decisions_and_deletes_nothing(env: Env) -> Non
 
 
 def test_cursor_keeps_undecided_wipes_bounded() -> None:
-    assert _next_cursor(50, [3, 7]) == (50, [3, 7])
+    assert next_cursor(50, [3, 7]) == WipeCursor(50, (3, 7))
     undecided = list(range(1, MAX_PENDING_WIPES + 6))
-    high, pending = _next_cursor(10_000, undecided)
-    assert pending == undecided[:MAX_PENDING_WIPES]
-    assert high == undecided[MAX_PENDING_WIPES] - 1  # the first that does not fit is read again
+    cursor = next_cursor(10_000, undecided)
+    assert list(cursor.pending) == undecided[:MAX_PENDING_WIPES]
+    assert cursor.after == undecided[MAX_PENDING_WIPES] - 1  # the first that does not fit is read again
 
 
 @pytest.mark.parametrize("backend_kind", ["local"], indirect=True)

@@ -61,6 +61,9 @@ class ProvenanceSource(Protocol):
 class BulkDeleter(Protocol):
     """Deletes paths as they are added; ``close`` sends the rest and reports (requests, errors)."""
 
+    #: How many deleters of this storage may run at once on separate threads.
+    parallelism: int
+
     def add(self, path: str) -> None: ...
 
     def discard_unsent(self) -> None: ...
@@ -99,11 +102,13 @@ class Storage(Protocol):
         """The object at ``path`` (one HEAD on S3), ``None`` if there is none."""
         ...
 
-    def list_objects(self, folder: str, *, narrow_to: str = "") -> Iterator[ObjectInfo]:
-        """Every object below ``folder``, page by page.
+    def list_objects(self, folder: str, *, narrow_to: str = "", start_after: str = "") -> Iterator[ObjectInfo]:
+        """Every object below ``folder``, page by page, in key order.
 
         ``narrow_to``: a longer key prefix inside ``folder`` (``<asset>/partition=2024-01-``)
         that a backend listing by key prefix may list instead of the whole folder.
+        ``start_after``: only objects whose path sorts after this one (a listing resumed
+        where an earlier one stopped; the path need not exist).
         """
         ...
 

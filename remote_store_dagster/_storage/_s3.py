@@ -74,12 +74,12 @@ class S3PyArrowStorage:
             return None
         return Located(path, handle.size(), opened=handle)
 
-    def list_objects(self, folder: str, *, narrow_to: str = "") -> Iterator[ObjectInfo]:
+    def list_objects(self, folder: str, *, narrow_to: str = "", start_after: str = "") -> Iterator[ObjectInfo]:
         folder = folder.strip("/")
         prefix = f"{folder}/" if folder else ""
         if narrow_to.startswith(prefix) and len(narrow_to) > len(prefix):
             prefix = narrow_to
-        for path, size, modified in self.control.list_keys(prefix):
+        for path, size, modified in self.control.list_keys(prefix, start_after=start_after):
             yield ObjectInfo(path, size, modified)
 
     # -- writes

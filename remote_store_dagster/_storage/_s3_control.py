@@ -62,13 +62,16 @@ class S3Control:
     def call(self, operation: str, **kwargs: Any) -> Any:
         return self.fs.call_s3(operation, Bucket=self.bucket, **kwargs)
 
-    def list_keys(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
+    def list_keys(self, prefix: str, *, start_after: str = "") -> Iterator[tuple[str, int, datetime]]:
         """(store-relative path, size, last modified) of every object whose path starts with ``prefix``.
 
         One flat, paginated ``ListObjectsV2``: 1 request per 1000 keys however deep
-        the folders are. ``prefix`` need not end at a folder. Folder markers are skipped.
+        the folders are, in key order. ``prefix`` need not end at a folder. Folder
+        markers are skipped. ``start_after``: only paths after this one (``StartAfter``).
         """
         kwargs: dict[str, Any] = {"Prefix": f"{self.root}/{prefix}" if self.root else prefix}
+        if start_after:
+            kwargs["StartAfter"] = self.key(start_after)
         while True:
             response = self.call("list_objects_v2", **kwargs)
             for item in response.get("Contents", []):
@@ -147,6 +150,8 @@ class S3BulkDeleter:
     yields. ``close`` sends the rest and waits; errors (absent keys are none) are
     collected, never raised mid-way, so the caller decides what a failure means.
     """
+
+    parallelism = DELETE_PARALLELISM
 
     def __init__(self, control: S3Control) -> None:
         self._control = control

@@ -99,15 +99,18 @@ class StoreApiStorage:
             return None
         return Located(path, info.size)
 
-    def list_objects(self, folder: str, *, narrow_to: str = "") -> Iterator[ObjectInfo]:
-        """Every object below ``folder`` (``narrow_to`` is for key-prefix listings; folders list whole)."""
+    def list_objects(self, folder: str, *, narrow_to: str = "", start_after: str = "") -> Iterator[ObjectInfo]:
+        """Every object below ``folder``, sorted by path (``narrow_to`` is for key-prefix listings;
+        folders list whole); ``start_after`` filters the sorted listing."""
         try:
-            infos = list(self.store.list_files(folder.strip("/"), recursive=True))
+            infos = sorted(self.store.list_files(folder.strip("/"), recursive=True), key=lambda info: str(info.path))
         except RemoteStoreError as exc:
             if type(exc).__name__ == "NotFound":
                 return
             raise
         for info in infos:
+            if start_after and str(info.path) <= start_after:
+                continue
             modified = info.modified_at
             yield ObjectInfo(str(info.path), int(info.size), modified if modified.year > 1 else None)
 
@@ -224,6 +227,8 @@ def _older(a: ObjectInfo, b: ObjectInfo) -> bool:
 
 class _PathDeleter:
     """``Store.delete`` per path at ``close``, then the emptied folders (local disk keeps them)."""
+
+    parallelism = 1  # backends behind the Store API need not take concurrent calls
 
     def __init__(self, store: Store, keep_folders: frozenset[str]) -> None:
         self._store = store

@@ -1,4 +1,4 @@
-"""What the cleanup sensor may delete: pure functions over a listing (no I/O).
+"""What the cleanup sensor may delete: pure policies over a listing (no I/O).
 
 Every object below ``<prefix>/`` is placed in the layout of ``_layout``:
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import TYPE_CHECKING
 
 from remote_store_dagster._layout import (
@@ -36,21 +37,31 @@ if TYPE_CHECKING:
 
 DATA_FILE_NAMES = frozenset(data_file_name(fmt) for fmt in FORMAT_EXTENSIONS)
 
-LEFTOVER = "leftover"
-WIPED = "wiped"
-ORPHAN = "orphan"
-RETENTION = "retention"
-POLICIES = (LEFTOVER, WIPED, ORPHAN, RETENTION)
 
-# Whose data an object is, per its provenance and the sensor's code location.
-OURS = "ours"
-FOREIGN = "foreign"  # written by another code location (or for another asset)
-UNSTAMPED = "unstamped"  # no provenance, or no code location in it: cannot be proven ours
+class Policy(Enum):
+    """Why an object is deleted; the value is the name shown in tick texts and observations."""
 
-# What a wipe means for one object.
-DELETE = "delete"
-KEEP = "keep"
-WAIT = "wait"  # its run is still running: decided on a later tick
+    LEFTOVER = "leftover"
+    WIPED = "wiped"
+    ORPHAN = "orphan"
+    RETENTION = "retention"
+
+
+class Ownership(Enum):
+    """Whose data an object is, per its provenance and the sensor's code location."""
+
+    OURS = "ours"
+    FOREIGN = "foreign"  # written by another code location (or for another asset)
+    UNSTAMPED = "unstamped"  # no provenance, or no code location in it: cannot be proven ours
+
+
+class Decision(Enum):
+    """What a wipe means for one object."""
+
+    DELETE = "delete"
+    KEEP = "keep"
+    WAIT = "wait"  # its run is still running: decided on a later tick
+
 
 AssetPath = tuple[str, ...]
 Partition = tuple[tuple[str, str], ...]
@@ -134,7 +145,7 @@ def locate(prefix: str, obj: StoredObject) -> Located:
 @dataclass(frozen=True)
 class Deletion:
     obj: StoredObject
-    policy: str
+    policy: Policy
     asset: AssetPath | None
 
 
@@ -161,7 +172,7 @@ class Plan:
     #: Why objects or folders a policy looked at were kept (reported in the tick text).
     kept: Counter[str] = field(default_factory=Counter)
 
-    def add(self, located: Located, policy: str) -> None:
+    def add(self, located: Located, policy: Policy) -> None:
         self.deletions.setdefault(located.obj.path, Deletion(located.obj, policy, located.asset))
 
 
@@ -180,7 +191,7 @@ def leftovers(
     """
     for item in located:
         if is_leftover(prefix, item, now, grace):
-            plan.add(item, LEFTOVER)
+            plan.add(item, Policy.LEFTOVER)
     for upload in uploads:
         if now - upload.last_activity > grace:
             asset = locate(prefix, StoredObject(upload.path, 0, upload.initiated)).asset
@@ -219,7 +230,7 @@ def covering_wipe(wipes: Sequence[Wipe], item: Located) -> Wipe | None:
     return None
 
 
-def wiped_by_time(item: Located, wipe: Wipe, kept_paths: set[str]) -> str:
+def wiped_by_time(item: Located, wipe: Wipe, kept_paths: set[str]) -> Decision:
     """The rule for objects without provenance: written before the wipe's second.
 
     Kept: objects written at or after the second of the wipe (S3 times have
@@ -227,7 +238,8 @@ def wiped_by_time(item: Located, wipe: Wipe, kept_paths: set[str]) -> str:
     the wipe points to (``kept_paths``).
     """
     wipe_second = datetime.fromtimestamp(int(wipe.timestamp), tz=UTC)
-    return KEEP if item.obj.modified >= wipe_second or item.obj.path in kept_paths else DELETE
+    kept = item.obj.modified >= wipe_second or item.obj.path in kept_paths
+    return Decision.KEEP if kept else Decision.DELETE
 
 
 @dataclass(frozen=True)
@@ -240,15 +252,15 @@ class RunFacts:
     materialized: Mapping[tuple[AssetPath, str | None], float]
 
 
-def ownership(provenance: Provenance | None, location: str | None, asset: AssetPath) -> str:
+def ownership(provenance: Provenance | None, location: str | None, asset: AssetPath) -> Ownership:
     """``OURS`` only when the provenance names this code location and this asset."""
     if provenance is None or provenance.code_location is None:
-        return UNSTAMPED
+        return Ownership.UNSTAMPED
     if location is None or provenance.code_location != location:
-        return FOREIGN
+        return Ownership.FOREIGN
     if provenance.asset_key is not None and provenance.asset_key != "/".join(asset):
-        return FOREIGN
-    return OURS
+        return Ownership.FOREIGN
+    return Ownership.OURS
 
 
 def wiped_by_run(
@@ -257,7 +269,7 @@ def wiped_by_run(
     wipe: Wipe,
     run: RunFacts | None,
     location: str | None,
-) -> str | None:
+) -> Decision | None:
     """Delete, keep or wait, by the run that wrote the object; ``None``: use ``wiped_by_time``.
 
     * another code location's data (or another asset's): kept;
@@ -269,17 +281,18 @@ def wiped_by_run(
       the timestamp rule if the object is stamped with this code location, kept otherwise.
     """
     if provenance.code_location is not None and provenance.code_location != location:
-        return KEEP
+        return Decision.KEEP
     if provenance.asset_key is not None and provenance.asset_key != "/".join(asset):
-        return KEEP
+        return Decision.KEEP
     if run is None:
-        return None if provenance.code_location is not None else KEEP
+        return None if provenance.code_location is not None else Decision.KEEP
     materialized = run.materialized.get((asset, provenance.partition_key))
     if materialized is not None:
-        return DELETE if materialized < wipe.timestamp else KEEP
+        return Decision.DELETE if materialized < wipe.timestamp else Decision.KEEP
     if not run.finished:
-        return WAIT
-    return DELETE if run.end_time is not None and run.end_time < wipe.timestamp else KEEP
+        return Decision.WAIT
+    ended_before = run.end_time is not None and run.end_time < wipe.timestamp
+    return Decision.DELETE if ended_before else Decision.KEEP
 
 
 def orphan_candidates(
@@ -326,14 +339,4 @@ def retention(
         ranked.sort(reverse=True)
         for _, _, partition in ranked[keep:]:
             for item in partitions[partition]:
-                plan.add(item, RETENTION)
-
-
-def outside_scope(prefix: str, paths: Sequence[str]) -> list[str]:
-    """Paths a cleanup must never touch: outside ``<prefix>/`` or with a ``.``/``..`` segment."""
-    bad = []
-    for path in paths:
-        segments = path.split("/")
-        if (prefix and not path.startswith(prefix + "/")) or any(s in ("", ".", "..") for s in segments):
-            bad.append(path)
-    return bad
+                plan.add(item, Policy.RETENTION)
