@@ -697,3 +697,36 @@ def test_keep_last_multi_partitions_by_time_dimension(env: Env) -> None:
     assert_only_gone(env, before, env.snapshot(), gone, text(result))
     (observation,) = result.asset_events
     assert observation.metadata["remote_store/deleted_partitions"].value == ["blue|2024-01-01", "red|2024-01-01"]
+
+
+# --- one place for storage config -----------------------------------------------------------------
+
+
+def test_the_sensor_takes_store_prefix_and_resource_from_the_io_manager(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``io_manager=``: nothing to match by hand, no resource key to bind; a custom key works too."""
+    env.put(f"{PREFIX}/sales/data.parquet")
+    old_staging = env.put(f"{PREFIX}/_staging/{uuid.uuid4().hex}.data.parquet")
+    outside_prefix = env.put(f"other/_staging/{uuid.uuid4().hex}.data.parquet")
+    boundary = young_boundary()
+    io_manager = RemoteStoreIOManager(remote_store=env.resource, store="lake", prefix=PREFIX)
+    from_io_manager = build_cleanup_sensor("from_io_manager", io_manager=io_manager, leftover_grace=GRACE)
+    with (
+        frozen_sensor_clock(monkeypatch, tick_time(boundary, GRACE)),
+        dg.build_sensor_context(instance=env.instance) as ctx,  # binds no resource at all
+    ):
+        result = from_io_manager(ctx)
+    assert isinstance(result, dg.SensorResult)
+    assert "leftover: 1 object" in text(result) and f"below {PREFIX}/" in text(result)
+    remaining = env.snapshot()
+    assert env.key(old_staging) not in remaining and env.key(outside_prefix) in remaining
+
+    custom_key = build_cleanup_sensor("custom_key", store="lake", prefix="other", resource_key="lake_store")
+    with (
+        frozen_sensor_clock(monkeypatch, tick_time(boundary, GRACE)),
+        dg.build_sensor_context(instance=env.instance, resources={"lake_store": env.resource}) as ctx,
+    ):
+        result = custom_key(ctx)
+    assert isinstance(result, dg.SensorResult) and "leftover: 1 object" in text(result)
+    assert env.key(outside_prefix) not in env.snapshot()

@@ -561,10 +561,11 @@ def test_uploads_keep_several_parts_in_flight_without_expect_continue(
     assert proxy.expect_continue["UploadPart"] == 0 and proxy.expect_continue["PUT"] == 0, proxy.expect_continue
 
 
-def test_a_first_write_deletes_other_formats_while_it_uploads(
+def test_other_formats_are_deleted_only_after_the_new_object_is_published(
     proxied: tuple[fp.FaultProxy, RemoteStoreResource],
 ) -> None:
-    """No materialization on record: the quiet ``DeleteObjects`` of other formats is off the upload's critical path."""
+    """Even with no materialization on record, the quiet DeleteObjects waits for the publish: until then
+    the folder's other format is what readers find (a killed writer must not take it with it)."""
     proxy, resource = proxied
     proxy.rule = _slow({"PUT"}, 0.5)  # PutObject
 
@@ -575,8 +576,7 @@ def test_a_first_write_deletes_other_formats_while_it_uploads(
     io_manager = RemoteStoreIOManager(remote_store=resource, store="lake", prefix="warehouse")
     assert materialize([first], resources={"io_manager": io_manager}).success
     events = [(op, what) for op, what, _ in proxy.timeline if op in ("PUT", "DeleteObjects")]
-    # The delete was sent before the (slow) PutObject was answered.
-    assert events.index(("DeleteObjects", "sent")) < events.index(("PUT", "answered")), events
+    assert events.index(("PUT", "answered")) < events.index(("DeleteObjects", "sent")), events
 
 
 # --------------------------------------------------------------------------- integrity in transit

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import enum
-import threading
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,10 +58,6 @@ def write_one(
     uri = storage.uri(path)
     progress = _progress.Progress(log, "wrote", target.label, uri, interval=_progress.PROGRESS_INTERVAL_SECONDS)
     other = other_formats(path)
-    # Nothing on record to protect: the quiet delete runs alongside the upload, off its critical path.
-    alongside = None
-    if other is OtherFormats.UNRECORDED:
-        alongside = _in_background(_delete_other_formats, storage, target, path, uri)
     try:
         with storage.publish(
             path, staging_prefix=settings.staging_prefix, provenance=provenance, on_write=progress.update
@@ -77,9 +71,9 @@ def write_one(
         raise RemoteStoreIOError(f"{target.label}: {exc}") from exc
     progress.rows = stats.row_count
     progress.done(stats.stored_bytes)
-    if alongside is not None:
-        alongside.result()
-    elif other is OtherFormats.RECORDED:
+    if other is not OtherFormats.ABSENT:
+        # Only after the new object is published: until then, whatever the folder held in another
+        # format is what a reader finds (the instance may not know it: another instance, a wipe).
         _delete_other_formats(storage, target, path, uri)
     return Written(target, path, uri, stats)
 
@@ -89,27 +83,12 @@ class OtherFormats(enum.Enum):
 
     #: The last write stored this very path: nothing else is there, nothing to delete.
     ABSENT = "absent"
-    #: No materialization on record (first write, wiped): nothing a reader relies on, so the
-    #: other formats are deleted while the new object uploads.
+    #: No materialization on record (first write, wiped, another instance): other formats may
+    #: still be there; deleted once the new object is published.
     UNRECORDED = "unrecorded"
     #: The recorded materialization is another format: deleted only once the new one is published,
     #: so a failed write leaves it readable.
     RECORDED = "recorded"
-
-
-def _in_background(function: Callable[..., None], *args: Any) -> Future[None]:
-    future: Future[None] = Future()
-
-    def run() -> None:
-        try:
-            function(*args)
-        except BaseException as exc:
-            future.set_exception(exc)
-        else:
-            future.set_result(None)
-
-    threading.Thread(target=run, name="rsd-stale-delete", daemon=True).start()
-    return future
 
 
 def _encode(out: pa.NativeFile, obj: Any, fmt: str, settings: WriteSettings) -> formats.WriteStats:

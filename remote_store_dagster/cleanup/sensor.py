@@ -7,6 +7,7 @@ annotations at run time to bind the ``remote_store`` resource.
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from dagster import (
     AssetKey,
@@ -20,7 +21,9 @@ from dagster import (
 from remote_store_dagster._errors import RemoteStoreConfigError
 from remote_store_dagster._layout import normalize_prefix
 from remote_store_dagster.cleanup.tick import Tick
-from remote_store_dagster.resources import RemoteStoreResource
+
+if TYPE_CHECKING:
+    from remote_store_dagster.io_manager import RemoteStoreIOManager
 
 __all__ = ["CleanupConfig", "build_cleanup_sensor"]
 
@@ -40,6 +43,7 @@ class CleanupConfig:
     dry_run: bool
     code_location: str | None
     delete_unstamped_orphans: bool
+    resource_key: str = "remote_store"
 
     @property
     def where(self) -> str:
@@ -55,8 +59,10 @@ class CleanupConfig:
 def build_cleanup_sensor(
     name: str = "remote_store_cleanup",
     *,
-    store: str,
-    prefix: str = "",
+    store: str | None = None,
+    prefix: str | None = None,
+    io_manager: "RemoteStoreIOManager | None" = None,
+    resource_key: str = "remote_store",
     leftover_grace: timedelta = timedelta(hours=1),
     delete_wiped: bool = True,
     delete_orphans: bool = False,
@@ -76,18 +82,19 @@ def build_cleanup_sensor(
 
     Args:
         name: Sensor name.
-        store: Store profile of the ``RemoteStoreResource`` bound to resource key ``"remote_store"``.
+        store: Store profile of the resource bound to ``resource_key`` (a ``RemoteStoreResource``;
+            unused with an ``S3PyArrowResource``).
+        io_manager: The ``RemoteStoreIOManager`` whose data this sensor keeps clean: ``store``,
+            ``prefix``, ``code_location`` and the resource come from it (arguments given here win).
+        resource_key: Resource key of the store resource, when no ``io_manager`` is given.
         prefix: The ``RemoteStoreIOManager``'s prefix; nothing outside ``<store root>/<prefix>/``
             is ever listed or deleted.
         leftover_grace: Minimum age of failed-write leftovers (``_staging`` objects, incomplete
             multipart uploads) before they are deleted; younger ones may be writes in flight.
-        delete_wiped: Delete the data of assets (and partitions) wiped in Dagster, decided by the
-            run that wrote each object: materialized before the wipe -> deleted (even in the same
-            second), after it -> kept, run still running -> decided on a later tick. Objects
-            without provenance: deleted when last modified before the wipe's second.
-        delete_orphans: Delete asset folders of assets this code location does not define, when
-            every data file in them was written by this code location (per its provenance).
-            Folders with any file of another code location, or without provenance, are kept.
+        delete_wiped: Delete the data of assets (partitions) wiped in Dagster, decided by the run
+            that wrote each object: before the wipe -> deleted, after -> kept, still running -> later.
+        delete_orphans: Delete folders of assets this code location does not define, when every
+            data file in them was written by this code location (per its provenance).
         orphan_grace: An orphaned folder is deleted only when its newest object is older than this.
         keep_last_partitions: Asset key (``"a/b"``) -> number of newest partitions to keep; older
             partitions are deleted. Time-window partitions are ordered by time, others by
@@ -98,15 +105,69 @@ def build_cleanup_sensor(
         code_location: The code location this sensor cleans up for; it must match what the IO
             manager stamps (its ``code_location`` field, else the run's code location). Default:
             the code location the sensor is evaluated in (daemon / ``dagster dev``).
-        delete_unstamped_orphans: Also delete orphaned folders whose data has no provenance or
-            no code location in it (written before provenance existed, by other tools, or by
-            in-process ``materialize``). Risk: such data may belong to another code location or
-            tool writing below the same prefix; only enable when this code location alone writes
-            there. Data stamped with another code location is never deleted.
+        delete_unstamped_orphans: Also delete orphaned folders whose data carries no code location
+            (other tools, in-process ``materialize``); only when this code location alone writes there.
     """
     where = f"build_cleanup_sensor({name!r})"
-    if not isinstance(store, str) or not store:
-        raise RemoteStoreConfigError(f"{where}: store must name a store profile of the RemoteStoreResource")
+    if io_manager is not None:
+        store = io_manager.store if store is None else store
+        prefix = io_manager.prefix if prefix is None else prefix
+        code_location = io_manager.code_location if code_location is None else code_location
+    elif not isinstance(store, str) or not store:
+        raise RemoteStoreConfigError(
+            f"{where}: store must name a store profile of the RemoteStoreResource (or pass io_manager=...)"
+        )
+    prefix = prefix or ""
+    clean_prefix = _checked(where, code_location, prefix, leftover_grace, orphan_grace)
+    config = CleanupConfig(
+        name=name,
+        store=store or "",
+        prefix=clean_prefix,
+        leftover_grace=leftover_grace,
+        delete_wiped=delete_wiped,
+        delete_orphans=delete_orphans,
+        orphan_grace=orphan_grace,
+        keep_last_partitions=_keep_last_partitions(where, keep_last_partitions),
+        dry_run=dry_run,
+        code_location=code_location,
+        delete_unstamped_orphans=delete_unstamped_orphans,
+        resource_key=resource_key,
+    )
+    return _sensor(config, minimum_interval_seconds, default_status, io_manager)
+
+
+def _sensor(
+    config: CleanupConfig,
+    minimum_interval_seconds: int,
+    default_status: DefaultSensorStatus,
+    io_manager: "RemoteStoreIOManager | None",
+) -> SensorDefinition:
+    """The sensor: the IO manager's own store resource, or the one bound to ``resource_key``."""
+    required = set() if io_manager is not None else {config.resource_key}
+
+    @sensor(
+        name=config.name,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description=_description(config),
+        required_resource_keys=required,
+    )
+    def _cleanup_sensor(context: SensorEvaluationContext, **resources: object) -> SensorResult:
+        # Called directly, Dagster hands the required resource in by its key (configurable, hence
+        # **resources); evaluated by the daemon, it is on the context.
+        bound = None
+        if required:
+            bound = resources.get(config.resource_key) or getattr(context.resources, config.resource_key, None)
+        resource = bound if bound is not None else (io_manager.remote_store if io_manager is not None else None)
+        return Tick(config, context, resource).run()
+
+    return _cleanup_sensor
+
+
+def _checked(
+    where: str, code_location: str | None, prefix: str, leftover_grace: timedelta, orphan_grace: timedelta
+) -> str:
+    """The normalised prefix, once the arguments that need no Dagster context are checked."""
     if code_location is not None and (not isinstance(code_location, str) or not code_location.strip()):
         raise RemoteStoreConfigError(
             f"{where}: code_location must be a non-empty string or None, got {code_location!r}"
@@ -118,31 +179,7 @@ def build_cleanup_sensor(
     for field_name, grace in (("leftover_grace", leftover_grace), ("orphan_grace", orphan_grace)):
         if not isinstance(grace, timedelta) or grace < timedelta(0):
             raise RemoteStoreConfigError(f"{where}: {field_name} must be a non-negative timedelta, got {grace!r}")
-    config = CleanupConfig(
-        name=name,
-        store=store,
-        prefix=clean_prefix,
-        leftover_grace=leftover_grace,
-        delete_wiped=delete_wiped,
-        delete_orphans=delete_orphans,
-        orphan_grace=orphan_grace,
-        keep_last_partitions=_keep_last_partitions(where, keep_last_partitions),
-        dry_run=dry_run,
-        code_location=code_location,
-        delete_unstamped_orphans=delete_unstamped_orphans,
-    )
-
-    @sensor(
-        name=name,
-        minimum_interval_seconds=minimum_interval_seconds,
-        default_status=default_status,
-        description=_description(config),
-    )
-    def _cleanup_sensor(context: SensorEvaluationContext, remote_store: RemoteStoreResource) -> SensorResult:
-        # Dagster binds the parameter named like the resource key ("remote_store").
-        return Tick(config, context, remote_store).run()
-
-    return _cleanup_sensor
+    return clean_prefix
 
 
 def _keep_last_partitions(where: str, keep_last_partitions: Mapping[str, int] | None) -> dict[str, int]:

@@ -21,7 +21,7 @@ from remote_store_dagster.cleanup.catalog import Catalog, WipeCursor, next_curso
 from remote_store_dagster.cleanup.deleter import Deleter
 from remote_store_dagster.cleanup.ownership import ProvenanceReader, decide_orphans, decide_wipes
 from remote_store_dagster.cleanup.plan import Located, Plan, Policy
-from remote_store_dagster.resources import RemoteStoreResource
+from remote_store_dagster.resources import StoreResource
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -91,13 +91,14 @@ class Tick:
     def _storage(self) -> Storage:
         """The store's ``Storage``, after checking the resource and the capabilities cleanup needs."""
         resource = self.resource
-        if not isinstance(resource, RemoteStoreResource):
+        if not isinstance(resource, StoreResource):
             found = "nothing" if resource is None else type(resource).__name__
             raise RemoteStoreConfigError(
-                f"{self.where}: needs a RemoteStoreResource bound to resource key {RESOURCE_KEY!r}, found {found}"
+                f"{self.where}: needs a RemoteStoreResource or S3PyArrowResource bound to resource key "
+                f"{self.config.resource_key!r}, found {found}"
             )
         try:
-            storage = storage_for(resource.get_store(self.config.store))
+            storage = storage_for(resource.store_for(self.config.store))
         except RemoteStoreConfigError as exc:
             raise RemoteStoreConfigError(f"{self.where}: store: {exc}") from None
         missing = storage.missing_cleanup_capabilities()
