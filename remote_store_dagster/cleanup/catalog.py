@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from dagster import DagsterInstance, SensorEvaluationContext
 
-    from remote_store_dagster.cleanup.sensor import CleanupConfig
+    from remote_store_dagster.cleanup.config import CleanupConfig
 
 __all__ = [
     "CURSOR_VERSION",

@@ -14,9 +14,9 @@ from remote_store_dagster.cleanup.plan import Policy
 if TYPE_CHECKING:
     from logging import Logger
 
+    from remote_store_dagster.cleanup.config import CleanupConfig
     from remote_store_dagster.cleanup.deleter import Outcome
     from remote_store_dagster.cleanup.plan import Abort, AssetPath, Deletion, Plan
-    from remote_store_dagster.cleanup.sensor import CleanupConfig
 
 __all__ = ["log_paths", "observations", "summary"]
 

@@ -5,7 +5,6 @@ annotations at run time to bind the ``remote_store`` resource.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -20,40 +19,13 @@ from dagster import (
 
 from remote_store_dagster._errors import RemoteStoreConfigError
 from remote_store_dagster._layout import normalize_prefix
+from remote_store_dagster.cleanup.config import CleanupConfig
 from remote_store_dagster.cleanup.tick import Tick
 
 if TYPE_CHECKING:
     from remote_store_dagster.io_manager import RemoteStoreIOManager
 
-__all__ = ["CleanupConfig", "build_cleanup_sensor"]
-
-
-@dataclass(frozen=True)
-class CleanupConfig:
-    """The validated arguments of one cleanup sensor (what every tick of it runs with)."""
-
-    name: str
-    store: str
-    prefix: str
-    leftover_grace: timedelta
-    delete_wiped: bool
-    delete_orphans: bool
-    orphan_grace: timedelta
-    keep_last_partitions: Mapping[str, int]
-    dry_run: bool
-    code_location: str | None
-    delete_unstamped_orphans: bool
-    resource_key: str = "remote_store"
-
-    @property
-    def where(self) -> str:
-        """How messages name this sensor."""
-        return f"cleanup sensor {self.name!r}"
-
-    @property
-    def scope_text(self) -> str:
-        """``store 'lake' below warehouse/``: where this sensor works, for tick texts."""
-        return f"store {self.store!r} below {self.prefix + '/' if self.prefix else 'its root'}"
+__all__ = ["build_cleanup_sensor"]
 
 
 def build_cleanup_sensor(

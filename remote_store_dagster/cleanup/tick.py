@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from dagster import SensorEvaluationContext
 
-    from remote_store_dagster.cleanup.sensor import CleanupConfig
+    from remote_store_dagster.cleanup.config import CleanupConfig
 
 __all__ = ["RESOURCE_KEY", "Tick"]
 
