@@ -12,7 +12,9 @@ that case needs.
 """
 
 import json
+import os
 import resource
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -55,16 +57,41 @@ def _reset_peak() -> bool:
         return False
 
 
+def _link(command: str) -> dict[str, Any] | None:
+    """Ask the shaping proxy (``./bench/run --link ...``) to ``reset`` or report ``stats``; None without one."""
+    address = os.environ.get("RSD_BENCH_LINK_CONTROL")
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(command.encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return dict(json.loads(buf))
+
+
 def measure(fn: Callable[[], Any], nbytes: int = 0, **extra: Any) -> dict[str, Any]:
-    """Time ``fn`` and record peak RSS during it (after resetting the peak)."""
+    """Time ``fn`` and record peak RSS during it (after resetting the peak).
+
+    Behind the shaping proxy, the requests of the timed region only are counted
+    (reset just before, read just after) and returned under ``link``.
+    """
     import gc
 
     gc.collect()
     base = rss_mb()
     reset_ok = _reset_peak()
+    _link("reset")
     t0 = time.perf_counter()
     value = fn()
     seconds = time.perf_counter() - t0
+    link = _link("stats")
+    if link is not None:
+        extra["link"] = link
     peak = max(_status_kb("VmHWM"), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
     if "pyarrow" in sys.modules:
         pool = sys.modules["pyarrow"].default_memory_pool()
@@ -1018,13 +1045,15 @@ def _s_polars(cfg: dict[str, Any]) -> dict[str, Any]:
 # =========================================================================== S8 one partition per run
 
 
-def _runs_write(cfg: dict[str, Any], iom: Any, *, store_nothing: bool = False) -> dict[str, Any]:
+def _runs_write(cfg: dict[str, Any], iom: Any, *, store_nothing: bool = False, load: bool = False) -> dict[str, Any]:
     """Each small partition written by its own ``dagster.materialize`` run, as a daily schedule does.
 
     Every run sets the IO manager up again (``setup_for_execution``: clients, connections)
     and writes one object, so per-run fixed costs count here, unlike in S7. All peers share
     one ephemeral instance; an untimed warm-up run pays the process's one-time imports.
     ``store_nothing`` returns ``None``: the IO manager is set up but stores nothing.
+    ``load`` adds a second phase: one run per partition that loads it into a downstream
+    asset (which stores nothing), the daily job that reads yesterday's partition.
     """
     import dagster as dg
 
@@ -1037,21 +1066,45 @@ def _runs_write(cfg: dict[str, Any], iom: Any, *, store_nothing: bool = False) -
     def runs() -> Any:
         return value
 
+    seen: list[int] = []
+
+    @dg.asset(key=[*RUNS[:-1], "runs_down"], partitions_def=pdef, ins={"up": dg.AssetIn(key=RUNS)})
+    def runs_down(up: Any) -> None:
+        seen.append(up.num_rows)
+
     instance = dg.DagsterInstance.ephemeral()
     resources = {"io_manager": iom}
 
     def run(key: str) -> None:
         assert dg.materialize([runs], partition_key=key, resources=resources, instance=instance).success
 
+    def run_load(key: str) -> None:
+        result = dg.materialize(
+            [runs, runs_down], selection=[runs_down], partition_key=key, resources=resources, instance=instance
+        )
+        assert result.success
+
     run("warm")
+    if load:
+        run_load("warm")
 
     def write() -> dict[str, Any]:
         for key in keys:
             run(key)
         return {}
 
+    def load_all() -> dict[str, Any]:
+        seen.clear()
+        for key in keys:
+            run_load(key)
+        assert len(seen) == len(keys)
+        return {"rows": sum(seen)}
+
     n = len(keys)
-    return {"phases": {"write": measure(write, table.nbytes * n, items=n)}}
+    phases = {"write": measure(write, table.nbytes * n, items=n)}
+    if load:
+        phases["load"] = measure(load_all, table.nbytes * n, items=n)
+    return {"phases": phases}
 
 
 @case("runs.dagster-only")
@@ -1074,7 +1127,7 @@ def _runs_setup(cfg: dict[str, Any]) -> dict[str, Any]:
 def _runs_ours(cfg: dict[str, Any]) -> dict[str, Any]:
     from remote_store_dagster import RemoteStoreIOManager
 
-    return _runs_write(cfg, RemoteStoreIOManager(remote_store=our_resource(cfg), store="lake"))
+    return _runs_write(cfg, RemoteStoreIOManager(remote_store=our_resource(cfg), store="lake"), load=True)
 
 
 @case("runs.s3-pickle")
@@ -1091,7 +1144,7 @@ def _runs_pickle(cfg: dict[str, Any]) -> dict[str, Any]:
         s3_bucket=cfg["bucket"],
         s3_prefix="pickle",
     )
-    return _runs_write(cfg, iom)
+    return _runs_write(cfg, iom, load=True)
 # =========================================================================== S8 a year of daily partitions
 
 

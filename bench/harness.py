@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 ROOT = HERE.parent
 RESULTS_DIR = HERE / "results"
 RESULTS_MD = RESULTS_DIR / "results.md"
@@ -58,6 +59,7 @@ class Env:
     log: Callable[[str], None]
     prepared: set[str] = field(default_factory=set)
     only: list[str] = field(default_factory=list)
+    link_control: str | None = None
 
     def run(self, name: str, timeout: float = 900, **extra: Any) -> dict[str, Any]:
         if self.only and "." in name and not name.split(".")[-1] in ("prep", "populate"):
@@ -68,12 +70,16 @@ class Env:
         cfg_file.write_text(json.dumps(cfg))
         t0 = time.monotonic()
         try:
+            env = dict(os.environ)
+            if self.link_control:
+                env["RSD_BENCH_LINK_CONTROL"] = self.link_control
             proc = subprocess.run(
                 [sys.executable, str(HERE / "cases.py"), name, f"@{cfg_file}"],
                 capture_output=True,
                 text=True,
                 timeout=timeout,
                 cwd=ROOT,
+                env=env,
             )
         except subprocess.TimeoutExpired:
             self.log(f"   {name}: TIMEOUT after {timeout}s")
@@ -91,6 +97,7 @@ class Env:
         summary = ", ".join(
             f"{ph} {v['seconds']:.2f}s peak {v['rss_peak_mb']:.0f}MB (base {v['rss_base_mb']:.0f}, "
             f"arrow pool max {v.get('arrow_pool_max_mb', '-')})"
+            + (f" [{link_text(v['link'])}]" if v.get("link") else "")
             for ph, v in out.get("phases", {}).items()
         )
         self.log(f"   {name}: {summary or 'ok'} (process {wall:.1f}s)")
@@ -131,6 +138,13 @@ def summarize(runs: list[dict[str, Any]], phase: str) -> dict[str, Any]:
         "errors": errors,
     }
     s["rss_delta_mb"] = s["rss_peak_mb"] - s["rss_base_mb"]
+    links = [p for p in ok if p.get("link")]
+    if links:
+        # The requests of the repetition whose time is the median (counts are the same in every
+        # repetition; the in-flight peak and new connections can vary).
+        s["link"] = min(links, key=lambda p: abs(p["seconds"] - med))["link"]
+        peaks = [p["link"]["peak_in_flight"] for p in links]
+        s["link_peak_range"] = [min(peaks), max(peaks)]
     for k in ("stored_bytes", "fetched_bytes", "items", "objects", "table_mb", "tick_text", "rows", "arrow_pool_max_mb"):
         if k in ok[0]:
             s[k] = ok[0][k]
@@ -311,10 +325,13 @@ RUNS_CASES = ["runs.dagster-only", "runs.ours-setup-only", "runs.ours", "runs.s3
 
 @scenario("runs")
 def sc_runs(env: Env) -> dict[str, Any]:
-    """S8: small partitions written one per `dagster.materialize` run (per-run fixed costs)."""
+    """S8: small partitions written, then loaded, one per `dagster.materialize` run (per-run fixed costs)."""
     reps = env.reps_for(1, 1)
     res = run_interleaved(env, RUNS_CASES, reps, timeout=3600)
     rows = {c + " write": summarize(r, "write") for c, r in res.items()}
+    for c, r in res.items():
+        if any("load" in x.get("phases", {}) for x in r):
+            rows[c + " load"] = summarize(r, "load")
     return {"rows": rows, "reference": "runs.s3-pickle", "reps": reps}
 
 
@@ -438,21 +455,59 @@ def _peer(case: str) -> str:
     return f"{base} {suffix}".strip()
 
 
+def link_text(link: dict[str, Any], per: int | None = None) -> str:
+    """``34 GET (32 ranged), 1 HEAD; 8 in flight; 8 conn.`` from the proxy's counts of one timed phase.
+
+    ``per``: also the requests per item (partition, run)."""
+    methods = sorted(link.get("methods", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    parts = []
+    for method, n in methods:
+        text = f"{n:,} {method}"
+        if method == "GET" and link.get("ranged_gets"):
+            text += f" ({link['ranged_gets']:,} ranged)" if link["ranged_gets"] != n else " (ranged)"
+        parts.append(text)
+    out = ", ".join(parts) or "no requests"
+    if per and link.get("requests"):
+        out += f" ({link['requests'] / per:.1f} per item)"
+    out += f"; {link.get('peak_in_flight', 0)} in flight; {link.get('connections', 0)} new conn."
+    if link.get("expect_continue"):
+        out += f"; {link['expect_continue']:,} × 100-continue"
+    return out
+
+
+def _has_link(rows: dict[str, Any]) -> bool:
+    return any(isinstance(s, dict) and s.get("link") for s in rows.values())
+
+
+def _link_cell(s: dict[str, Any], per_item: bool = False) -> str:
+    link = s.get("link")
+    if not link:
+        return "–"
+    text = link_text(link, s.get("items") if per_item else None)
+    lo, hi = s.get("link_peak_range", [None, None])
+    if lo is not None and lo != hi:
+        text = text.replace(f"; {link['peak_in_flight']} in flight", f"; {lo}–{hi} in flight")
+    return text
+
+
 def render_throughput(title: str, res: dict[str, Any], *, ratio_label: str, per_item: bool = False) -> list[str]:
     rows = res["rows"]
     ref = rows.get(res.get("reference") or "", None)
+    with_link = _has_link(rows)
     lines = [
-        f"| case | median s | MiB/s | × {ratio_label} | peak RSS MB | Δ RSS MB | n |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| case | median s | MiB/s | × {ratio_label} |{' requests |' if with_link else ''} "
+        "peak RSS MB | Δ RSS MB | n |",
+        f"|---|---:|---:|---:|{'---|' if with_link else ''}---:|---:|---:|",
     ]
     if per_item:
         lines = [
-            f"| case | median s | ms / partition | × {ratio_label} (speed) | peak RSS MB | Δ RSS MB | n |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            f"| case | median s | ms / partition | × {ratio_label} (speed) |"
+            f"{' requests |' if with_link else ''} peak RSS MB | Δ RSS MB | n |",
+            f"|---|---:|---:|---:|{'---|' if with_link else ''}---:|---:|---:|",
         ]
     for case, s in rows.items():
         if "error" in s:
-            lines.append(f"| {_peer(case)} | failed: {s['error'][:120]} | | | | | 0 |")
+            lines.append(f"| {_peer(case)} | failed: {s['error'][:120]} | | |{' |' if with_link else ''} | | 0 |")
             continue
         ref_s = ref
         if per_item:
@@ -462,8 +517,9 @@ def render_throughput(title: str, res: dict[str, Any], *, ratio_label: str, per_
         mid = (
             _fmt(1000 * s["median_s"] / s["items"], 1) if per_item and s.get("items") else _fmt(s.get("mib_s"))
         )
+        link = f" {_link_cell(s, per_item)} |" if with_link else ""
         lines.append(
-            f"| {_peer(case)} | {_fmt_s(s['median_s'])} | {mid} | {_fmt(ratio, 2)} | "
+            f"| {_peer(case)} | {_fmt_s(s['median_s'])} | {mid} | {_fmt(ratio, 2)} |{link} "
             f"{_fmt(s['rss_peak_mb'])} | {_fmt(s['rss_delta_mb'])} | {s['n']} |"
         )
     return lines
@@ -488,6 +544,7 @@ def render(results: dict[str, dict[str, Any]], header: dict[str, Any]) -> str:
         "so figures are noisy."
     )
     out.append(f"- **Server:** SeaweedFS `{header['server']}` (`weed mini`, one process on 127.0.0.1, local disk).")
+    out.append(f"- **Link:** {header.get('link_text', 'loopback: straight to the server, no proxy')}.")
     out.append("- **Versions:** " + ", ".join(f"{k} {v}" for k, v in header["versions"].items()))
     out.append(
         "- **Env:** AWS_REQUEST_CHECKSUM_CALCULATION=when_required, AWS_RESPONSE_CHECKSUM_VALIDATION=when_required."
@@ -531,17 +588,23 @@ def render(results: dict[str, dict[str, Any]], header: dict[str, Any]) -> str:
             )
             out.append("")
             rows = res["rows"]
-            out.append("| case | data MiB | median s | MiB/s | peak RSS MB | Δ RSS MB | n |")
-            out.append("|---|---:|---:|---:|---:|---:|---:|")
+            wl = _has_link(rows)
+            out.append(
+                f"| case | data MiB | median s | MiB/s |{' requests |' if wl else ''} "
+                "peak RSS MB | Δ RSS MB | n |"
+            )
+            out.append(f"|---|---:|---:|---:|{'---|' if wl else ''}---:|---:|---:|")
             for c, s in rows.items():
                 direction = "write" if c.startswith("stream-write") else "load"
                 if "error" in s:
-                    out.append(f"| {_peer(c)} {direction} | | failed: {s['error'][:120]} | | | | 0 |")
+                    empty = " |" if wl else ""
+                    out.append(f"| {_peer(c)} {direction} | | failed: {s['error'][:120]} | |{empty} | | 0 |")
                     continue
                 data_mib = (s.get("rows") or 0) * 32 / MiB if direction == "write" else s["bytes"] / MiB
+                link = f" {_link_cell(s)} |" if wl else ""
                 out.append(
-                    f"| {_peer(c)} {direction} | {_fmt(data_mib)} | {_fmt_s(s['median_s'])} | {_fmt(s['mib_s'])} | "
-                    f"{_fmt(s['rss_peak_mb'])} | {_fmt(s['rss_delta_mb'])} | {s['n']} |"
+                    f"| {_peer(c)} {direction} | {_fmt(data_mib)} | {_fmt_s(s['median_s'])} | "
+                    f"{_fmt(s['mib_s'])} |{link} {_fmt(s['rss_peak_mb'])} | {_fmt(s['rss_delta_mb'])} | {s['n']} |"
                 )
         elif name == "chunked":
             out.append(f"### 4. Raw {meta['raw_mb']:.0f} MiB object: 64 KiB chunked reads vs bulk ({when})")
@@ -562,17 +625,22 @@ def render(results: dict[str, dict[str, Any]], header: dict[str, Any]) -> str:
                 f"### 6. Cleanup: delete {res['objects']:,} leftovers among {res['total']:,} objects ({when})"
             )
             r = res["rows"]
-            out.append("| case | median s | objects/s | × per-key delete (speed) | peak RSS MB | n |")
-            out.append("|---|---:|---:|---:|---:|---:|")
+            wl = _has_link(r)
+            out.append(
+                f"| case | median s | objects/s | × per-key delete (speed) |{' requests |' if wl else ''} "
+                "peak RSS MB | n |"
+            )
+            out.append(f"|---|---:|---:|---:|{'---|' if wl else ''}---:|---:|")
             ref = r.get("cleanup.store-delete-per-key", {})
             for c, s in r.items():
                 if "error" in s:
-                    out.append(f"| {_peer(c)} | failed: {s['error'][:160]} | | | | 0 |")
+                    out.append(f"| {_peer(c)} | failed: {s['error'][:160]} | | |{' |' if wl else ''} | 0 |")
                     continue
                 ratio = ref["median_s"] / s["median_s"] if "median_s" in ref else None
+                link = f" {_link_cell(s)} |" if wl else ""
                 out.append(
                     f"| {_peer(c)} | {_fmt_s(s['median_s'])} | {_fmt(res['objects'] / s['median_s'])} | "
-                    f"{_fmt(ratio, 1)} | {_fmt(s['rss_peak_mb'])} | {s['n']} |"
+                    f"{_fmt(ratio, 1)} |{link} {_fmt(s['rss_peak_mb'])} | {s['n']} |"
                 )
             tick = r.get("cleanup.sensor-tick", {}).get("tick_text")
             if tick:
@@ -586,13 +654,14 @@ def render(results: dict[str, dict[str, Any]], header: dict[str, Any]) -> str:
             out += render_throughput(name, res, ratio_label="raw PyArrow", per_item=True)
         elif name == "runs":
             out.append(
-                f"### 8. {meta.get('run_partitions', meta['partitions'])} small partitions written one per "
-                f"`dagster.materialize` run ({when})"
+                f"### 8. {meta.get('run_partitions', meta['partitions'])} small partitions written (then loaded) one "
+                f"per `dagster.materialize` run ({when})"
             )
             out.append(
                 "Each run sets the IO manager up again and writes one partition (~10 KB), as a daily schedule "
                 "does; all share one ephemeral instance. *Dagster run only* uses Dagster's in-memory IO manager "
-                "(the run's own cost); *ours set up, nothing stored* returns `None` (our per-run setup)."
+                "(the run's own cost); *ours set up, nothing stored* returns `None` (our per-run setup). The "
+                "*load* rows are a second series of runs, each loading one partition into a downstream asset."
             )
             out.append("")
             out += render_throughput(name, res, ratio_label="S3Pickle", per_item=True)
@@ -608,13 +677,33 @@ def render(results: dict[str, dict[str, Any]], header: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- main
 
 
+def results_dir(link: str) -> Path:
+    """``bench/results/`` for loopback (as before links existed), ``bench/results/<link>/`` otherwise."""
+    return RESULTS_DIR if link == "loopback" else RESULTS_DIR / link
+
+
 def main() -> None:
+    from linkproxy import PROFILES, LinkProxyProcess
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller data and 1 repetition (~6 min)")
     ap.add_argument("--scenario", action="append", choices=ORDER, help="run only this scenario (repeatable)")
     ap.add_argument("--reps", type=int, default=None, help="override repetitions of every scenario")
     ap.add_argument("--only", action="append", default=[], help="run only cases whose name contains this (repeatable)")
     ap.add_argument("--list", action="store_true", help="list scenarios and exit")
+    ap.add_argument(
+        "--link",
+        choices=sorted(PROFILES),
+        default="loopback",
+        help="loopback: straight to the server (default); cloud: through the shaping proxy, 10 ms each way, "
+        "100 MB/s per connection; cloud-tls: cloud + 2 round trips per new connection; counted: the proxy "
+        "with no delay and no cap (request counts only). Results go to bench/results/<link>/",
+    )
+    ap.add_argument(
+        "--validate-link",
+        action="store_true",
+        help="self-check of the shaping proxy (overhead, HEAD cost, capped GET, 8 ranged GETs) and exit",
+    )
     ap.add_argument(
         "--render", action="store_true", help="only re-render bench/results/results.md from bench/results/*.json"
     )
@@ -623,13 +712,21 @@ def main() -> None:
     if args.list:
         for name in ORDER:
             print(f"{name:8s} {SCENARIOS[name].__doc__}")
+        for name, profile in PROFILES.items():
+            print(f"--link {name:9s} {profile.describe() if profile else 'no proxy'}")
         return
+    if args.validate_link:
+        import linkcheck
+
+        print(linkcheck.run(64 if args.quick else 256, tries=3 if args.quick else 5))
+        return
+    out_dir = results_dir(args.link)
     if args.render:
-        stored = [json.loads(p.read_text()) for p in sorted(RESULTS_DIR.glob("*.json"))]
+        stored = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
         if not stored:
-            sys.exit("error: no bench/results/*.json to render; run ./bench/run first")
-        write_markdown(stored[0]["meta"]["header"])
-        print(f"rendered {RESULTS_MD.relative_to(ROOT)}")
+            sys.exit(f"error: no {out_dir.relative_to(ROOT)}/*.json to render; run ./bench/run first")
+        write_markdown(out_dir, stored[0]["meta"]["header"])
+        print(f"rendered {(out_dir / RESULTS_MD.name).relative_to(ROOT)}")
         return
 
     sys.path.insert(0, str(ROOT))
@@ -653,27 +750,50 @@ def main() -> None:
     def log(msg: str) -> None:
         print(f"[{time.monotonic() - started:6.0f}s] {msg}", flush=True)
 
+    profile = PROFILES[args.link]
     server = SeaweedFSServer(data_dir=workdir / "seaweedfs", log_path=workdir / "seaweedfs.log")
     header = {
         "machine": machine(),
         "server": weed_version(),
         "versions": versions(),
         "load_start": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "link": args.link,
+        "link_text": (
+            f"`{args.link}`: every request through the shaping proxy `bench/linkproxy.py` "
+            f"(its own process): {profile.describe()}"
+            if profile
+            else "`loopback`: straight to the server, no proxy"
+        ),
     }
     log(f"starting SeaweedFS ({header['server']}) in {workdir}")
     server.start()
+    proxy: LinkProxyProcess | None = None
     try:
         server.create_bucket(BUCKET)
+        endpoint = server.endpoint_url
+        if profile is not None:
+            proxy = LinkProxyProcess(server.port, profile).start()
+            endpoint = proxy.endpoint_url
+            log(f"link {args.link}: {profile.describe()}; proxy on {endpoint}")
         cfg = {
             **cfg_base,
-            "endpoint": server.endpoint_url,
+            "endpoint": endpoint,
             "key": server.access_key,
             "secret": server.secret_key,
             "region": server.region,
             "bucket": BUCKET,
+            "link": args.link,
         }
-        env = Env(cfg=cfg, workdir=workdir, quick=quick, reps=args.reps, log=log, only=args.only)
-        RESULTS_DIR.mkdir(exist_ok=True)
+        env = Env(
+            cfg=cfg,
+            workdir=workdir,
+            quick=quick,
+            reps=args.reps,
+            log=log,
+            only=args.only,
+            link_control=proxy.control_address if proxy else None,
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
         for name in args.scenario or ORDER:
             log(f"scenario {name}: {SCENARIOS[name].__doc__}")
             t0 = time.monotonic()
@@ -691,23 +811,25 @@ def main() -> None:
                 "load_end": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
                 "header": header,
             }
-            (RESULTS_DIR / f"{name}.json").write_text(json.dumps(res, indent=1, default=str))
+            (out_dir / f"{name}.json").write_text(json.dumps(res, indent=1, default=str))
             log(f"scenario {name} done in {time.monotonic() - t0:.0f}s")
-            write_markdown(header)
+            write_markdown(out_dir, header)
     finally:
+        if proxy is not None:
+            proxy.stop()
         server.stop()
         if not args.keep_server:
             shutil.rmtree(workdir, ignore_errors=True)
-    log(f"done; results in {RESULTS_MD.relative_to(ROOT)}")
+    log(f"done; results in {(out_dir / RESULTS_MD.name).relative_to(ROOT)}")
 
 
-def write_markdown(header: dict[str, Any]) -> None:
+def write_markdown(out_dir: Path, header: dict[str, Any]) -> None:
     results = {}
     for name in ORDER:
-        p = RESULTS_DIR / f"{name}.json"
+        p = out_dir / f"{name}.json"
         if p.exists():
             results[name] = json.loads(p.read_text())
-    RESULTS_MD.write_text(render(results, header))
+    (out_dir / RESULTS_MD.name).write_text(render(results, header))
 
 
 if __name__ == "__main__":
